@@ -1,0 +1,86 @@
+//! Backend selection: one [`Strategy`] trait, one selector type, a registry of strategies.
+//!
+//! A strategy sees the *eligible* members of an upstream (healthy, enabled, primary tier
+//! first) and their live state, and names the first choice; on a veto (already tried, an open
+//! circuit) the [`Selector`] asks it for fallbacks. Strategies hold no per-backend state of
+//! their own: that lives in the [`StateStore`], so a rebuilt selector loses nothing.
+//!
+//! Adding a strategy is one file in `strategies/` and one line in [`registry::STRATEGIES`].
+
+pub mod ewma;
+pub mod key;
+pub mod registry;
+pub mod sample;
+pub mod selector;
+pub mod state;
+pub mod strategies;
+
+pub use key::KeySource;
+pub use registry::{build_strategy, strategy_names};
+pub use selector::{Selector, SelectorConfig, SelectorIter};
+pub use state::{now_ns, BackendState, InflightGuard, StateStore};
+
+use pingora::lb::Backend;
+use std::fmt;
+use std::sync::Arc;
+
+/// One selectable backend: Pingora's [`Backend`] plus its live state.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Address and weight, as Pingora sees them.
+    pub backend: Backend,
+    /// Live state shared with requests and health checks.
+    pub state: Arc<BackendState>,
+    /// The weight (1..=1000), copied for fast access.
+    pub weight: u32,
+}
+
+impl Member {
+    /// A member for `backend`, with state taken from `store`.
+    pub fn new(backend: Backend, store: &StateStore) -> Option<Self> {
+        let addr = backend.addr.as_inet().copied()?;
+        let weight = u32::try_from(backend.weight).unwrap_or(u32::MAX).max(1);
+        Some(Member {
+            state: store.get_or_create(addr),
+            backend,
+            weight,
+        })
+    }
+}
+
+/// Per-request input to a pick. Cheap to copy; built without allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickRequest {
+    /// Hash of the request's key (only strategies that use a [`KeySource`] look at it).
+    pub hash: u32,
+    /// Monotonic time in nanoseconds ([`now_ns`]).
+    pub now: u64,
+}
+
+/// A balancing algorithm over a fixed list of members.
+///
+/// Built by a [`StrategyFactory`] each time the eligible member list changes. `pick` runs on
+/// every request: it must not allocate, lock or log.
+pub trait Strategy: Send + Sync {
+    /// Index of the first-choice member. `members` is never empty.
+    fn pick(&self, members: &[Member], req: &PickRequest) -> usize;
+
+    /// The `attempt`-th fallback (1-based) after `first` was vetoed. Over attempts
+    /// `1..members.len()` it should visit every other member once; the default walks the list.
+    fn fallback(&self, members: &[Member], req: &PickRequest, first: usize, attempt: usize) -> usize {
+        let _ = req;
+        (first + attempt) % members.len()
+    }
+}
+
+/// A configured strategy: builds [`Strategy`] instances for member lists.
+pub trait StrategyFactory: Send + Sync + fmt::Debug {
+    /// The registered name.
+    fn name(&self) -> &'static str;
+    /// Build the strategy for these members (called on membership or health changes).
+    fn build(&self, members: &[Member]) -> Box<dyn Strategy>;
+    /// Which part of the request to hash, for strategies that use a key.
+    fn key_source(&self) -> Option<&KeySource> {
+        None
+    }
+}

@@ -1,0 +1,179 @@
+//! The one selector type: a [`Strategy`] over a member list, usable as Pingora's
+//! [`BackendSelection`] and, on the request path, through [`Selector::pick`].
+
+use super::strategies::round_robin::RoundRobinFactory;
+use super::{Member, PickRequest, StateStore, Strategy, StrategyFactory};
+use pingora::lb::selection::{BackendIter, BackendSelection};
+use pingora::lb::Backend;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// What a [`Selector`] is built with: the strategy and the store that owns live state.
+#[derive(Debug, Clone)]
+pub struct SelectorConfig {
+    /// The configured strategy.
+    pub factory: Arc<dyn StrategyFactory>,
+    /// Live per-backend state, shared across rebuilds.
+    pub store: Arc<StateStore>,
+}
+
+/// A strategy bound to a member list. Immutable; rebuilt when the list changes.
+pub struct Selector {
+    members: Box<[Member]>,
+    strategy: Box<dyn Strategy>,
+}
+
+impl std::fmt::Debug for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Selector").field("members", &self.members.len()).finish()
+    }
+}
+
+impl Selector {
+    /// Build over `members` (in the given order).
+    pub fn new(members: Vec<Member>, factory: &dyn StrategyFactory) -> Self {
+        let strategy = factory.build(&members);
+        Selector {
+            members: members.into_boxed_slice(),
+            strategy,
+        }
+    }
+
+    /// A selector with no members: every pick returns `None`.
+    pub fn empty(factory: &dyn StrategyFactory) -> Self {
+        Self::new(Vec::new(), factory)
+    }
+
+    /// The members, in selection order.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The first member the strategy chooses that `accept` allows; `None` when every member is
+    /// refused (or there are none). Does not allocate.
+    #[inline]
+    pub fn pick(&self, req: &PickRequest, accept: impl Fn(&Member) -> bool) -> Option<&Member> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let first = self.strategy.pick(&self.members, req);
+        let m = &self.members[first];
+        if accept(m) {
+            return Some(m);
+        }
+        (1..n)
+            .map(|attempt| &self.members[self.strategy.fallback(&self.members, req, first, attempt)])
+            .find(|m| accept(m))
+    }
+}
+
+impl BackendSelection for Selector {
+    type Iter = SelectorIter;
+    type Config = SelectorConfig;
+
+    /// Round robin with a private state store (Pingora's config-less constructor).
+    fn build(backends: &BTreeSet<Backend>) -> Self {
+        let config = SelectorConfig {
+            factory: Arc::new(RoundRobinFactory),
+            store: StateStore::new(),
+        };
+        Self::build_with_config(backends, &config)
+    }
+
+    fn build_with_config(backends: &BTreeSet<Backend>, config: &SelectorConfig) -> Self {
+        let members = backends
+            .iter()
+            .filter_map(|b| Member::new(b.clone(), &config.store))
+            .collect();
+        Selector::new(members, config.factory.as_ref())
+    }
+
+    fn iter(self: &Arc<Self>, key: &[u8]) -> SelectorIter {
+        SelectorIter {
+            selector: Arc::clone(self),
+            req: PickRequest {
+                hash: crc32fast::hash(key),
+                now: super::now_ns(),
+            },
+            first: 0,
+            attempt: 0,
+        }
+    }
+}
+
+/// Pingora-facing iterator: the strategy's choice, then its fallbacks, each member once.
+pub struct SelectorIter {
+    selector: Arc<Selector>,
+    req: PickRequest,
+    first: usize,
+    attempt: usize,
+}
+
+impl BackendIter for SelectorIter {
+    fn next(&mut self) -> Option<&Backend> {
+        let sel = &self.selector;
+        let n = sel.members.len();
+        if self.attempt >= n {
+            return None;
+        }
+        let idx = if self.attempt == 0 {
+            self.first = sel.strategy.pick(&sel.members, &self.req);
+            self.first
+        } else {
+            sel.strategy.fallback(&sel.members, &self.req, self.first, self.attempt)
+        };
+        self.attempt += 1;
+        Some(&sel.members[idx].backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::lb::discovery;
+    use pingora::lb::{Backends, LoadBalancer};
+
+    #[test]
+    fn works_as_a_pingora_load_balancer_selector() {
+        let lb = LoadBalancer::<Selector>::try_from_iter(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 {
+            seen.insert(lb.select(b"", 3).unwrap().addr.to_string());
+        }
+        assert_eq!(seen.len(), 3, "round robin through Pingora's LoadBalancer");
+    }
+
+    #[test]
+    fn pingora_iteration_visits_every_member_once() {
+        let backends: BTreeSet<Backend> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|a| Backend::new(a).unwrap())
+            .collect();
+        let sel = Arc::new(Selector::build(&backends));
+        let mut it = sel.iter(b"k");
+        let mut seen = Vec::new();
+        while let Some(b) = it.next() {
+            seen.push(b.addr.to_string());
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 3);
+        let _ = Backends::new(discovery::Static::new(backends));
+    }
+
+    #[test]
+    fn pick_skips_refused_members_and_gives_up_when_all_refused() {
+        let store = StateStore::new();
+        let members: Vec<Member> = (1..=3)
+            .map(|p| Member::new(Backend::new(&format!("127.0.0.1:{p}")).unwrap(), &store).unwrap())
+            .collect();
+        let sel = Selector::new(members, &RoundRobinFactory);
+        let req = PickRequest::default();
+        for _ in 0..10 {
+            let m = sel.pick(&req, |m| m.state.addr().port() != 2).unwrap();
+            assert_ne!(m.state.addr().port(), 2);
+        }
+        assert!(sel.pick(&req, |_| false).is_none());
+    }
+}

@@ -1,0 +1,346 @@
+//! Live per-backend state, kept outside Pingora's selectors.
+//!
+//! Pingora rebuilds a selector from scratch whenever membership (or, here, eligibility)
+//! changes. In-flight counts, latency estimates, failures and health must survive that, so they
+//! live in one [`StateStore`] keyed by backend address. Selectors, health probes and requests
+//! hold `Arc<BackendState>`; the store keeps only weak references, so state disappears once no
+//! upstream uses the address any more.
+
+use super::ewma::{AtomicF64, ERROR_PENALTY_NS};
+use once_cell::sync::Lazy;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Monotonic nanoseconds since the first call in this process.
+#[inline]
+pub fn now_ns() -> u64 {
+    EPOCH.elapsed().as_nanos() as u64
+}
+
+/// Smoothing factor of the per-sample moving average used by `fastest_response`.
+pub const FAST_EWMA_ALPHA: f64 = 0.2;
+/// Time constant of the peak-EWMA used by `adaptive` (Finagle / Linkerd / tower: 10 s).
+pub const PEAK_EWMA_TAU_NS: f64 = 10e9;
+
+/// What is known right now about one backend address.
+#[derive(Debug)]
+pub struct BackendState {
+    addr: SocketAddr,
+    label: Box<str>,
+    id: u32,
+    inflight: AtomicU32,
+    healthy: AtomicBool,
+    enabled: AtomicBool,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// Per-sample moving average of response latency (ns) and the time of its last sample.
+    ewma_ns: AtomicF64,
+    ewma_at: AtomicU64,
+    /// Peak-EWMA of response latency (ns) and the time of its last update.
+    peak_ns: AtomicF64,
+    peak_at: AtomicU64,
+    samples: AtomicU64,
+}
+
+impl BackendState {
+    fn new(addr: SocketAddr, id: u32) -> Self {
+        BackendState {
+            addr,
+            label: addr.to_string().into_boxed_str(),
+            id,
+            inflight: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
+            enabled: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ewma_ns: AtomicF64::new(0.0),
+            ewma_at: AtomicU64::new(0),
+            peak_ns: AtomicF64::new(0.0),
+            peak_at: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+        }
+    }
+
+    /// A state not registered in any store (tests, benchmarks, stand-alone selectors).
+    pub fn detached(addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Self::new(addr, u32::MAX))
+    }
+
+    /// The backend address.
+    #[inline]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address as text, computed once (for logs and metric labels).
+    #[inline]
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Small id, unique within the store for the life of the process.
+    #[inline]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Requests currently being served by this backend.
+    #[inline]
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Relaxed)
+    }
+
+    /// Last verdict of the active health check (true when no check is configured).
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// Record a health verdict; returns whether it changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Relaxed) != healthy
+    }
+
+    /// False while an operator drains the backend: no new requests, in-flight ones finish.
+    #[inline]
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Relaxed)
+    }
+
+    /// Drain (`false`) or re-enable (`true`); returns whether it changed.
+    pub fn set_enabled(&self, enabled: bool) -> bool {
+        self.enabled.swap(enabled, Relaxed) != enabled
+    }
+
+    /// Healthy and enabled: may take new requests.
+    #[inline]
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && self.is_enabled()
+    }
+
+    /// Requests completed (with any outcome).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    /// Failures recorded (connect errors, timeouts, 5xx).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Relaxed)
+    }
+
+    /// Failures since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    /// A response arrived after `latency_ns`.
+    pub fn record_success(&self, latency_ns: u64, now: u64) {
+        self.requests.fetch_add(1, Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+        self.record_latency(latency_ns as f64, now);
+    }
+
+    /// The attempt failed (connect error, timeout or an error status). Latency-aware strategies
+    /// see it as a slow response, so a backend that fails fast does not attract traffic.
+    pub fn record_failure(&self, now: u64) {
+        self.requests.fetch_add(1, Relaxed);
+        self.failures.fetch_add(1, Relaxed);
+        self.consecutive_failures.fetch_add(1, Relaxed);
+        self.record_latency(ERROR_PENALTY_NS, now);
+    }
+
+    fn record_latency(&self, sample: f64, now: u64) {
+        self.samples.fetch_add(1, Relaxed);
+        // Per-sample moving average (fastest_response); the first sample seeds it.
+        let first = self.ewma_at.swap(now.max(1), Relaxed) == 0;
+        self.ewma_ns.update(|v| {
+            if first {
+                sample
+            } else {
+                v + FAST_EWMA_ALPHA * (sample - v)
+            }
+        });
+        // Peak-EWMA (adaptive): a sample above the estimate replaces it at once; otherwise the
+        // estimate moves toward the sample with weight 1 - e^(-dt/tau).
+        let prev_at = self.peak_at.swap(now.max(1), Relaxed);
+        let dt = now.saturating_sub(prev_at) as f64;
+        self.peak_ns.update(|v| {
+            if prev_at == 0 || sample > v {
+                sample
+            } else {
+                let w = (-dt / PEAK_EWMA_TAU_NS).exp();
+                v * w + sample * (1.0 - w)
+            }
+        });
+    }
+
+    /// Whether any latency sample was recorded.
+    #[inline]
+    pub fn is_measured(&self) -> bool {
+        self.samples.load(Relaxed) > 0
+    }
+
+    /// The moving average of latency (ns), halved for every `half_life_ns` without a sample, so
+    /// a backend that was once slow is tried again once it has been idle for a while.
+    #[inline]
+    pub fn decayed_ewma_ns(&self, now: u64, half_life_ns: f64) -> f64 {
+        let v = self.ewma_ns.load();
+        let idle = now.saturating_sub(self.ewma_at.load(Relaxed)) as f64;
+        v * (-idle / half_life_ns).exp2()
+    }
+
+    /// The peak-EWMA latency (ns), decayed toward zero with time constant tau since its last
+    /// update; `None` before the first sample.
+    #[inline]
+    pub fn peak_ewma_ns(&self, now: u64) -> Option<f64> {
+        if !self.is_measured() {
+            return None;
+        }
+        let v = self.peak_ns.load();
+        let idle = now.saturating_sub(self.peak_at.load(Relaxed)) as f64;
+        Some(v * (-idle / PEAK_EWMA_TAU_NS).exp())
+    }
+
+    /// The undecayed moving-average latency in nanoseconds (for reporting).
+    pub fn ewma_latency_ns(&self) -> f64 {
+        self.ewma_ns.load()
+    }
+}
+
+/// Holds one in-flight slot on a backend; dropping it (on success, error or client abort)
+/// releases the slot.
+#[derive(Debug)]
+pub struct InflightGuard {
+    state: Arc<BackendState>,
+}
+
+impl InflightGuard {
+    /// Take an in-flight slot on `state`.
+    #[inline]
+    pub fn new(state: Arc<BackendState>) -> Self {
+        state.inflight.fetch_add(1, Relaxed);
+        InflightGuard { state }
+    }
+
+    /// The backend this slot is on.
+    #[inline]
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.state
+    }
+}
+
+impl Drop for InflightGuard {
+    #[inline]
+    fn drop(&mut self) {
+        self.state.inflight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The one place live backend state is found by address.
+#[derive(Debug, Default)]
+pub struct StateStore {
+    map: Mutex<HashMap<SocketAddr, Weak<BackendState>>>,
+    next_id: AtomicU32,
+}
+
+impl StateStore {
+    /// An empty store.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The state of `addr`, created (healthy, enabled, unmeasured) if no one holds it.
+    pub fn get_or_create(&self, addr: SocketAddr) -> Arc<BackendState> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = map.get(&addr).and_then(Weak::upgrade) {
+            return state;
+        }
+        if map.len() > 64 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let state = Arc::new(BackendState::new(addr, self.next_id.fetch_add(1, Relaxed)));
+        map.insert(addr, Arc::downgrade(&state));
+        state
+    }
+
+    /// The state of `addr`, if some upstream still holds it.
+    pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendState>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(addr).and_then(Weak::upgrade)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(p: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], p))
+    }
+
+    #[test]
+    fn store_returns_the_same_state_while_held() {
+        let store = StateStore::new();
+        let a = store.get_or_create(addr(1));
+        let b = store.get_or_create(addr(1));
+        assert!(Arc::ptr_eq(&a, &b));
+        let id = a.id();
+        drop((a, b));
+        let c = store.get_or_create(addr(1));
+        assert_ne!(c.id(), id, "state is dropped once nobody holds it");
+    }
+
+    #[test]
+    fn guard_releases_inflight_on_drop() {
+        let s = BackendState::detached(addr(1));
+        let g1 = InflightGuard::new(s.clone());
+        let g2 = InflightGuard::new(s.clone());
+        assert_eq!(s.inflight(), 2);
+        drop(g1);
+        assert_eq!(s.inflight(), 1);
+        drop(g2);
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let s = BackendState::detached(addr(1));
+        assert_eq!(s.peak_ewma_ns(1), None);
+        s.record_success(1_000_000, 1);
+        s.record_success(50_000_000, 2);
+        let peak = s.peak_ewma_ns(2).unwrap();
+        assert!((peak - 50e6).abs() < 1.0, "a higher sample replaces the estimate: {peak}");
+        // 10 s later without samples the estimate has decayed by e^-1.
+        let later = s.peak_ewma_ns(2 + 10_000_000_000).unwrap();
+        assert!((later / 50e6 - (-1f64).exp()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ewma_halves_per_half_life_when_idle() {
+        let s = BackendState::detached(addr(1));
+        s.record_success(8_000_000, 1_000);
+        let v0 = s.decayed_ewma_ns(1_000, 1e9);
+        let v1 = s.decayed_ewma_ns(1_000 + 1_000_000_000, 1e9);
+        assert!((v0 - 8e6).abs() < 1.0);
+        assert!((v1 - 4e6).abs() < 1.0);
+    }
+
+    #[test]
+    fn failures_count_and_look_slow() {
+        let s = BackendState::detached(addr(1));
+        s.record_success(1_000_000, 10);
+        s.record_failure(20);
+        assert_eq!(s.failures(), 1);
+        assert_eq!(s.consecutive_failures(), 1);
+        assert!(s.peak_ewma_ns(20).unwrap() >= ERROR_PENALTY_NS * 0.99);
+        s.record_success(1_000_000, 30);
+        assert_eq!(s.consecutive_failures(), 0);
+    }
+}

@@ -1,0 +1,77 @@
+//! Reading the YAML file: shape (serde), and placing every problem on a file, line and key path.
+//!
+//! Meaning (references, duplicates, ranges, strategy parameters) is checked while compiling the
+//! runtime snapshot, see [`crate::runtime::compile`]; its errors come back here to be located.
+
+pub mod duration;
+pub mod error;
+pub mod locate;
+pub mod model;
+
+pub use error::{ConfigError, ConfigErrors, PathError};
+pub use model::Config;
+
+use locate::LineIndex;
+use std::path::{Path, PathBuf};
+
+/// The text a config was read from, kept to place later errors on lines.
+#[derive(Debug)]
+pub struct Source {
+    /// Path of the file.
+    pub path: PathBuf,
+    lines: LineIndex,
+}
+
+impl Source {
+    /// Attach file and line to errors found below the document root.
+    pub fn locate(&self, errors: Vec<PathError>) -> ConfigErrors {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|e| ConfigError {
+                    file: self.path.clone(),
+                    line: self.lines.line_of(&e.path),
+                    path: e.path,
+                    message: e.message,
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Read and parse a config file. Only the shape is checked here.
+pub fn read_file(path: &Path) -> Result<(Config, Source), ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::file_level(path, format!("cannot read the file: {e}")))?;
+    parse_str(path, &text)
+}
+
+/// Parse config text; `path` only names the source in errors.
+pub fn parse_str(path: &Path, text: &str) -> Result<(Config, Source), ConfigErrors> {
+    let source = Source {
+        path: path.to_path_buf(),
+        lines: LineIndex::build(text),
+    };
+    let de = serde_yaml::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Config>(de) {
+        Ok(config) => Ok((config, source)),
+        Err(e) => {
+            let mut key_path = e.path().to_string();
+            if key_path == "." {
+                key_path.clear();
+            }
+            let inner = e.into_inner();
+            let line = inner
+                .location()
+                .map(|l| l.line())
+                .or_else(|| source.lines.line_of(&key_path));
+            let message = error::clean_serde_message(&inner.to_string());
+            Err(ConfigErrors(vec![ConfigError {
+                file: source.path.clone(),
+                line,
+                path: key_path,
+                message,
+            }]))
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The configuration file as written by the operator (serde types, `deny_unknown_fields`).
+//!
+//! These types are only the *shape* of the file. [`super::validate`] checks meaning (references,
+//! duplicates, ranges) and [`crate::runtime::compile`] turns a valid file into the immutable
+//! runtime snapshot. Defaults are documented on each field and in `docs/configuration.md`.
+
+use super::duration::Dur;
+use serde::{Deserialize, Deserializer};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pingora's process settings (threads, pid file, upgrade socket, grace periods...).
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Sockets to accept client traffic on. At least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// Request routing rules. See [`RouteConfig`] for how the winner is chosen.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named groups of backends.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Prometheus endpoint; absent = no metrics listener.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// Where JSON access-log lines go. Default: `stdout`.
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// Pingora server settings, under `server:`. Names match Pingora's own `ServerConf` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Worker threads per listener service. Default: number of CPUs.
+    pub threads: Option<usize>,
+    /// Let idle worker threads steal tasks from busy ones. Default: true.
+    pub work_stealing: bool,
+    /// Pid file (absolute path). Default: `/tmp/portcullis.pid`.
+    pub pid_file: String,
+    /// Socket that old and new processes use to hand over listeners during a graceful upgrade
+    /// (absolute path). Default: `/tmp/portcullis-upgrade.sock`.
+    pub upgrade_sock: String,
+    /// Error log file when running as a daemon (`-d`). Default: stderr.
+    pub error_log: Option<String>,
+    /// User to switch to after daemonizing.
+    pub user: Option<String>,
+    /// Group to switch to after daemonizing.
+    pub group: Option<String>,
+    /// Seconds to keep serving in-flight requests after SIGTERM / an upgrade before the final
+    /// shutdown step. Default: 20 (fits inside Kubernetes' 30 s termination grace).
+    pub grace_period_seconds: u64,
+    /// Seconds the final shutdown step may take. Default: 5.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Size of the process-wide upstream keep-alive connection pool. Default: 128.
+    pub upstream_keepalive_pool_size: usize,
+    /// Accept tasks per listening socket. Default: 1.
+    pub listener_tasks_per_fd: usize,
+    /// CA bundle for upstream TLS verification. Default: the system store.
+    pub ca_file: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            threads: None,
+            work_stealing: true,
+            pid_file: "/tmp/portcullis.pid".into(),
+            upgrade_sock: "/tmp/portcullis-upgrade.sock".into(),
+            error_log: None,
+            user: None,
+            group: None,
+            grace_period_seconds: 20,
+            graceful_shutdown_timeout_seconds: 5,
+            upstream_keepalive_pool_size: 128,
+            listener_tasks_per_fd: 1,
+            ca_file: None,
+        }
+    }
+}
+
+/// A socket clients connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name (used in logs and metrics).
+    pub name: String,
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
+    pub address: String,
+    /// `http` (default). `https` and `tcp` are reserved for TLS and L4 listeners.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Plain HTTP/1.1 (and h2c with prior knowledge).
+    #[default]
+    Http,
+    /// HTTP over TLS.
+    Https,
+    /// Raw TCP proxying.
+    Tcp,
+}
+
+/// A routing rule: conditions on the request, and the upstream it goes to.
+///
+/// **How the winner is chosen:** the most specific matching route wins; ties go to the route
+/// listed first. Specificity compares, in order: exact host > wildcard host (longer suffix
+/// first) > any host; exact path > longer prefix > shorter prefix > any path; then the number
+/// of method and header conditions. A request no route matches gets `404`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name (used in logs and metrics).
+    pub name: String,
+    /// Conditions; all must hold. Absent = matches every request.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// Name of the upstream this route sends to.
+    pub upstream: String,
+}
+
+/// The conditions of a route. Every present condition must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host names: `api.example.com` (exact) or `*.example.com` (any subdomain). Any one may
+    /// match. Compared case-insensitively, without the port.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path condition: `{ exact: /healthz }` or `{ prefix: /api/ }`.
+    #[serde(default)]
+    pub path: Option<PathMatchConfig>,
+    /// Allowed methods, e.g. `[GET, HEAD]`. Empty = any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions; all must hold.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchConfig>,
+}
+
+/// Exactly one of `exact` or `prefix`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathMatchConfig {
+    /// The path must equal this.
+    pub exact: Option<String>,
+    /// The path must start with this.
+    pub prefix: Option<String>,
+}
+
+/// A header condition: `name` plus exactly one of `present`, `exact`, `regex`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// `true`: the header must be present; `false`: it must be absent.
+    pub present: Option<bool>,
+    /// The header value must equal this.
+    pub exact: Option<String>,
+    /// The header value must match this regular expression (unanchored; use `^...$`).
+    pub regex: Option<String>,
+}
+
+/// A named group of backends and how to balance, check and reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The servers. At least one.
+    pub backends: Vec<BackendConfig>,
+    /// Balancing strategy: a name (`round_robin`) or `{ kind: least_conn, ... }`.
+    /// Default: `round_robin`.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Active health check. Absent = backends are always considered healthy.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Connect, read, write and idle timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Upstream connection reuse.
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+    /// Retries to another backend on connect failure or timeout before any response byte.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// One server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `ip:port` or `hostname:port` (resolved when the config is loaded).
+    pub address: String,
+    /// Relative share of traffic, 1 to 1000. Default: 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// A backup gets traffic only while no primary backend is healthy. Default: false.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A strategy name plus its parameters: `round_robin`, or `{ kind: consistent_hash, key: ... }`.
+#[derive(Debug, Clone)]
+pub struct StrategySpec {
+    /// Registered strategy name.
+    pub kind: String,
+    /// The remaining keys of the map (an empty map for the plain-name form).
+    pub params: serde_yaml::Value,
+}
+
+impl Default for StrategySpec {
+    fn default() -> Self {
+        StrategySpec {
+            kind: "round_robin".into(),
+            params: serde_yaml::Value::Mapping(Default::default()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StrategySpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_yaml::Value::deserialize(d)?;
+        let (kind, params) = split_tagged(value, "kind").map_err(serde::de::Error::custom)?;
+        Ok(StrategySpec { kind, params })
+    }
+}
+
+/// Split `name` or `{ <tag>: name, ...rest }` into the name and the rest (as a mapping).
+pub fn split_tagged(value: serde_yaml::Value, tag: &str) -> Result<(String, serde_yaml::Value), String> {
+    use serde_yaml::Value;
+    match value {
+        Value::String(s) => Ok((s, Value::Mapping(Default::default()))),
+        Value::Mapping(mut m) => match m.remove(tag) {
+            Some(Value::String(s)) => Ok((s, Value::Mapping(m))),
+            Some(_) => Err(format!("`{tag}` must be a string")),
+            None => Err(format!("missing `{tag}`: expected a name or a map with `{tag}: <name>`")),
+        },
+        _ => Err(format!("expected a name or a map with `{tag}: <name>`")),
+    }
+}
+
+/// Active health check of every backend in an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `tcp` (connect only) or `http` (request and check the answer). Default: `tcp`.
+    #[serde(default)]
+    pub kind: HealthKind,
+    /// Time between probes of one backend. Default: `5s`.
+    #[serde(default = "default_hc_interval")]
+    pub interval: Dur,
+    /// Probe timeout. Default: `1s`.
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes that make an unhealthy backend healthy. Default: 2.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy backend unhealthy. Default: 3.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Probe this port instead of the backend's own.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// http: request path. Default: `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// http: request method. Default: `GET`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// http: Host header. Default: the backend address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// http: statuses that count as healthy. Default: any 2xx.
+    #[serde(default)]
+    pub expected_status: Vec<u16>,
+    /// http: the body must contain this text.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+}
+
+fn default_hc_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_hc_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Health-check protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// A TCP connect must succeed.
+    #[default]
+    Tcp,
+    /// An HTTP request must get an expected status (and body text).
+    Http,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// TCP connect. Default: `2s`.
+    pub connect: Dur,
+    /// Waiting for each read from the backend (including the response header). Default: `60s`.
+    pub read: Dur,
+    /// Waiting for each write to the backend. Default: `60s`.
+    pub write: Dur,
+    /// How long a pooled keep-alive connection may sit unused before it is closed. Default: `60s`.
+    pub idle: Dur,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            connect: Dur::secs(2),
+            read: Dur::secs(60),
+            write: Dur::secs(60),
+            idle: Dur::secs(60),
+        }
+    }
+}
+
+/// Upstream connection reuse. The pool itself is process-wide in Pingora; its capacity is
+/// `server.upstream_keepalive_pool_size`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    /// Reuse connections to this upstream. Default: true.
+    pub enabled: bool,
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig { enabled: true }
+    }
+}
+
+/// Retry policy of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra attempts after the first, each on a different backend. Only idempotent requests
+    /// (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are retried. Default: 2.
+    pub attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { attempts: 2 }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` of the metrics listener; it serves `GET /metrics`.
+    pub address: String,
+}
+
+/// Where access-log lines go: `off`, `stdout`, or `{ file: /path/to/access.log }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum AccessLogConfig {
+    /// No access log.
+    Off,
+    /// One JSON line per request on standard output (default).
+    #[default]
+    Stdout,
+    /// Append JSON lines to this file.
+    File(String),
+}

@@ -1,0 +1,3 @@
+//! portcullis: a programmable HTTP gateway on Cloudflare's Pingora.
+pub mod balance;
+pub mod config;
