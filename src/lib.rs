@@ -1,3 +1,34 @@
 //! portcullis: a programmable HTTP gateway on Cloudflare's Pingora.
+//!
+//! Data flows one way: the YAML file ([`config`]) is validated and compiled into an immutable
+//! [`runtime::Snapshot`] held by the [`gateway::Gateway`]; each request takes the snapshot,
+//! is routed, and a [`balance`] strategy picks a backend whose live state lives in the
+//! [`balance::StateStore`]; [`health`] checks run as a Pingora background service; [`observe`]
+//! records metrics and access logs.
+#![warn(missing_docs)]
+
 pub mod balance;
+pub mod cli;
 pub mod config;
+pub mod devserver;
+pub mod gateway;
+pub mod health;
+pub mod observe;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+
+/// Run the daemon with the process's command line; returns the exit code.
+pub fn main_with_args() -> i32 {
+    use clap::Parser;
+    let cli = cli::Cli::parse();
+    init_logging();
+    server::run(cli)
+}
+
+/// Log to stderr, `info` and above unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .try_init();
+}

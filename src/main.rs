@@ -1,1 +1,8 @@
-fn main(){}
+//! The `portcullis` daemon.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    std::process::exit(portcullis::main_with_args());
+}

@@ -24,8 +24,8 @@ impl AtomicF64 {
     /// Apply `f` atomically (compare-and-swap loop).
     #[inline]
     pub fn update(&self, f: impl Fn(f64) -> f64) {
-        let _ = self
-            .0
-            .fetch_update(Relaxed, Relaxed, |bits| Some(f(f64::from_bits(bits)).to_bits()));
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |bits| {
+            Some(f(f64::from_bits(bits)).to_bits())
+        });
     }
 }

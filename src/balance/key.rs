@@ -41,7 +41,9 @@ impl KeySource {
                 .map_err(|_| PathError::here(format!("`{name}` is not a valid header name"))),
             ("cookie", Some(name)) if !name.is_empty() => Ok(KeySource::Cookie(name.to_string())),
             ("query", Some(name)) if !name.is_empty() => Ok(KeySource::Query(name.to_string())),
-            _ => Err(PathError::here(format!("unknown hash key `{s}` ({ALLOWED})"))),
+            _ => Err(PathError::here(format!(
+                "unknown hash key `{s}` ({ALLOWED})"
+            ))),
         }
     }
 
@@ -123,9 +125,18 @@ mod tests {
     fn parses_all_forms() {
         assert_eq!(KeySource::parse("client_ip").unwrap(), KeySource::ClientIp);
         assert_eq!(KeySource::parse("path").unwrap(), KeySource::Path);
-        assert!(matches!(KeySource::parse("header:x-user").unwrap(), KeySource::Header(_)));
-        assert_eq!(KeySource::parse("cookie:sid").unwrap(), KeySource::Cookie("sid".into()));
-        assert_eq!(KeySource::parse("query:u").unwrap(), KeySource::Query("u".into()));
+        assert!(matches!(
+            KeySource::parse("header:x-user").unwrap(),
+            KeySource::Header(_)
+        ));
+        assert_eq!(
+            KeySource::parse("cookie:sid").unwrap(),
+            KeySource::Cookie("sid".into())
+        );
+        assert_eq!(
+            KeySource::parse("query:u").unwrap(),
+            KeySource::Query("u".into())
+        );
         let e = KeySource::parse("body").unwrap_err();
         assert!(e.message.contains("allowed"), "{e}");
         assert!(KeySource::parse("header:").is_err());
@@ -133,7 +144,10 @@ mod tests {
 
     #[test]
     fn extracts_each_source() {
-        let r = req("/a/b?x=1&u=alice", &[("x-user", "bob"), ("cookie", "a=1; sid=s3cr3t")]);
+        let r = req(
+            "/a/b?x=1&u=alice",
+            &[("x-user", "bob"), ("cookie", "a=1; sid=s3cr3t")],
+        );
         let ip = Some(IpAddr::from([10, 0, 0, 7]));
         let mut buf = [0; 16];
         assert_eq!(KeySource::Path.extract(&r, ip, &mut buf), b"/a/b");
@@ -143,7 +157,10 @@ mod tests {
         assert_eq!(c.extract(&r, ip, &mut buf), b"s3cr3t");
         let q = KeySource::parse("query:u").unwrap();
         assert_eq!(q.extract(&r, ip, &mut buf), b"alice");
-        assert_eq!(KeySource::ClientIp.extract(&r, ip, &mut buf), &[10, 0, 0, 7]);
+        assert_eq!(
+            KeySource::ClientIp.extract(&r, ip, &mut buf),
+            &[10, 0, 0, 7]
+        );
     }
 
     #[test]

@@ -67,7 +67,13 @@ pub trait Strategy: Send + Sync {
 
     /// The `attempt`-th fallback (1-based) after `first` was vetoed. Over attempts
     /// `1..members.len()` it should visit every other member once; the default walks the list.
-    fn fallback(&self, members: &[Member], req: &PickRequest, first: usize, attempt: usize) -> usize {
+    fn fallback(
+        &self,
+        members: &[Member],
+        req: &PickRequest,
+        first: usize,
+        attempt: usize,
+    ) -> usize {
         let _ = req;
         (first + attempt) % members.len()
     }

@@ -1,7 +1,8 @@
 //! Strategy names → factories. Adding a strategy: one file in `strategies/`, one line here.
 
 use super::strategies::{
-    adaptive, consistent_hash, fastest_response, least_conn, random, round_robin, weighted_round_robin,
+    adaptive, consistent_hash, fastest_response, least_conn, random, round_robin,
+    weighted_round_robin,
 };
 use super::StrategyFactory;
 use crate::config::PathError;
@@ -28,7 +29,10 @@ pub fn strategy_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// Build the named strategy from its parameters.
-pub fn build_strategy(kind: &str, params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
+pub fn build_strategy(
+    kind: &str,
+    params: &serde_yaml::Value,
+) -> Result<Arc<dyn StrategyFactory>, PathError> {
     match STRATEGIES.iter().find(|(n, _)| *n == kind) {
         Some((_, build)) => build(params),
         None => Err(PathError::at(

@@ -28,7 +28,11 @@ impl WeightTable {
                 .collect()
         };
         let total = if uniform { len as u64 } else { acc };
-        WeightTable { cumulative, total, len }
+        WeightTable {
+            cumulative,
+            total,
+            len,
+        }
     }
 
     /// Number of members.

@@ -25,7 +25,9 @@ pub struct Selector {
 
 impl std::fmt::Debug for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Selector").field("members", &self.members.len()).finish()
+        f.debug_struct("Selector")
+            .field("members", &self.members.len())
+            .finish()
     }
 }
 
@@ -63,7 +65,9 @@ impl Selector {
             return Some(m);
         }
         (1..n)
-            .map(|attempt| &self.members[self.strategy.fallback(&self.members, req, first, attempt)])
+            .map(|attempt| {
+                &self.members[self.strategy.fallback(&self.members, req, first, attempt)]
+            })
             .find(|m| accept(m))
     }
 }
@@ -121,7 +125,8 @@ impl BackendIter for SelectorIter {
             self.first = sel.strategy.pick(&sel.members, &self.req);
             self.first
         } else {
-            sel.strategy.fallback(&sel.members, &self.req, self.first, self.attempt)
+            sel.strategy
+                .fallback(&sel.members, &self.req, self.first, self.attempt)
         };
         self.attempt += 1;
         Some(&sel.members[idx].backend)
@@ -136,7 +141,9 @@ mod tests {
 
     #[test]
     fn works_as_a_pingora_load_balancer_selector() {
-        let lb = LoadBalancer::<Selector>::try_from_iter(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]).unwrap();
+        let lb =
+            LoadBalancer::<Selector>::try_from_iter(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])
+                .unwrap();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3 {
             seen.insert(lb.select(b"", 3).unwrap().addr.to_string());

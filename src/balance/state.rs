@@ -22,8 +22,11 @@ pub fn now_ns() -> u64 {
     EPOCH.elapsed().as_nanos() as u64
 }
 
-/// Smoothing factor of the per-sample moving average used by `fastest_response`.
-pub const FAST_EWMA_ALPHA: f64 = 0.2;
+/// Time constant of the moving average used by `fastest_response` (1 s): a sample's weight is
+/// `1 - e^(-dt/tau)` where `dt` is the time since the previous sample, so the estimate follows
+/// the last second or so of traffic at any request rate, and a sample that arrives after a long
+/// idle gap mostly replaces a stale estimate instead of being averaged into it.
+pub const FAST_EWMA_TAU_NS: f64 = 1e9;
 /// Time constant of the peak-EWMA used by `adaptive` (Finagle / Linkerd / tower: 10 s).
 pub const PEAK_EWMA_TAU_NS: f64 = 10e9;
 
@@ -35,11 +38,12 @@ pub struct BackendState {
     id: u32,
     inflight: AtomicU32,
     healthy: AtomicBool,
+    probed: AtomicBool,
     enabled: AtomicBool,
     requests: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
-    /// Per-sample moving average of response latency (ns) and the time of its last sample.
+    /// Time-weighted moving average of response latency (ns) and the time of its last sample.
     ewma_ns: AtomicF64,
     ewma_at: AtomicU64,
     /// Peak-EWMA of response latency (ns) and the time of its last update.
@@ -56,6 +60,7 @@ impl BackendState {
             id,
             inflight: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
+            probed: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -108,6 +113,11 @@ impl BackendState {
         self.healthy.swap(healthy, Relaxed) != healthy
     }
 
+    /// Note that a health probe ran; returns whether one had run before.
+    pub fn mark_probed(&self) -> bool {
+        self.probed.swap(true, Relaxed)
+    }
+
     /// False while an operator drains the backend: no new requests, in-flight ones finish.
     #[inline]
     pub fn is_enabled(&self) -> bool {
@@ -158,13 +168,15 @@ impl BackendState {
 
     fn record_latency(&self, sample: f64, now: u64) {
         self.samples.fetch_add(1, Relaxed);
-        // Per-sample moving average (fastest_response); the first sample seeds it.
-        let first = self.ewma_at.swap(now.max(1), Relaxed) == 0;
+        // Time-weighted moving average (fastest_response); the first sample seeds it.
+        let prev_at = self.ewma_at.swap(now.max(1), Relaxed);
+        let dt = now.saturating_sub(prev_at) as f64;
         self.ewma_ns.update(|v| {
-            if first {
+            if prev_at == 0 {
                 sample
             } else {
-                v + FAST_EWMA_ALPHA * (sample - v)
+                let w = (-dt / FAST_EWMA_TAU_NS).exp();
+                v * w + sample * (1.0 - w)
             }
         });
         // Peak-EWMA (adaptive): a sample above the estimate replaces it at once; otherwise the
@@ -316,7 +328,10 @@ mod tests {
         s.record_success(1_000_000, 1);
         s.record_success(50_000_000, 2);
         let peak = s.peak_ewma_ns(2).unwrap();
-        assert!((peak - 50e6).abs() < 1.0, "a higher sample replaces the estimate: {peak}");
+        assert!(
+            (peak - 50e6).abs() < 1.0,
+            "a higher sample replaces the estimate: {peak}"
+        );
         // 10 s later without samples the estimate has decayed by e^-1.
         let later = s.peak_ewma_ns(2 + 10_000_000_000).unwrap();
         assert!((later / 50e6 - (-1f64).exp()).abs() < 1e-6);
@@ -330,6 +345,19 @@ mod tests {
         let v1 = s.decayed_ewma_ns(1_000 + 1_000_000_000, 1e9);
         assert!((v0 - 8e6).abs() < 1.0);
         assert!((v1 - 4e6).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_sample_after_a_long_gap_replaces_a_stale_estimate() {
+        let s = BackendState::detached(addr(1));
+        s.record_success(300_000_000, 1);
+        s.record_success(1_000_000, 1 + 10_000_000_000); // 10 s later
+        assert!(s.decayed_ewma_ns(1 + 10_000_000_000, 1e9) < 2e6);
+        // Samples close together move the estimate only a little.
+        let t = BackendState::detached(addr(2));
+        t.record_success(1_000_000, 1);
+        t.record_success(300_000_000, 1_000_001); // 1 ms later
+        assert!(t.decayed_ewma_ns(1_000_001, 1e9) < 2e6);
     }
 
     #[test]

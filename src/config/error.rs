@@ -131,7 +131,9 @@ pub fn join_path(parent: &str, child: &str) -> String {
 /// This is how strategies and filters turn their free-form `serde_yaml::Value` into typed,
 /// `deny_unknown_fields` config with errors the loader can place on a line.
 /// A null value (an absent or empty section) reads as an empty map, so all-default configs work.
-pub fn from_value<T: serde::de::DeserializeOwned>(value: &serde_yaml::Value) -> Result<T, PathError> {
+pub fn from_value<T: serde::de::DeserializeOwned>(
+    value: &serde_yaml::Value,
+) -> Result<T, PathError> {
     let value = match value {
         serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
         v => v.clone(),
@@ -143,11 +145,21 @@ pub fn from_value<T: serde::de::DeserializeOwned>(value: &serde_yaml::Value) -> 
     })
 }
 
-/// Strip serde_yaml's own position suffix; the loader adds file and line itself.
+/// Strip serde_yaml's own `path: ` prefix and ` at line L column C` suffix; the loader adds
+/// the file, line and path itself.
 pub(crate) fn clean_serde_message(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    let is_path = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c))
+    };
+    match msg.split_once(": ") {
+        Some((prefix, rest)) if is_path(prefix) => rest.to_string(),
+        _ => msg.to_string(),
     }
 }
 
@@ -157,10 +169,25 @@ mod tests {
 
     #[test]
     fn joins_paths_like_serde_path_to_error() {
-        assert_eq!(join_path("upstreams[1]", "backends[0].weight"), "upstreams[1].backends[0].weight");
+        assert_eq!(
+            join_path("upstreams[1]", "backends[0].weight"),
+            "upstreams[1].backends[0].weight"
+        );
         assert_eq!(join_path("routes", "[2]"), "routes[2]");
         assert_eq!(join_path("", "a"), "a");
         assert_eq!(join_path("a", ""), "a");
+    }
+
+    #[test]
+    fn strips_serde_yaml_path_and_position() {
+        assert_eq!(
+            clean_serde_message("upstreams[0].backends[0]: unknown field `x`, expected one of `a` at line 3 column 9"),
+            "unknown field `x`, expected one of `a`"
+        );
+        assert_eq!(
+            clean_serde_message("invalid type: string \"a\", expected u32"),
+            "invalid type: string \"a\", expected u32"
+        );
     }
 
     #[test]
@@ -171,6 +198,9 @@ mod tests {
             path: "upstreams[0].backends[0].weight".into(),
             message: "must be at least 1".into(),
         };
-        assert_eq!(e.to_string(), "conf/x.yaml:12: upstreams[0].backends[0].weight: must be at least 1");
+        assert_eq!(
+            e.to_string(),
+            "conf/x.yaml:12: upstreams[0].backends[0].weight: must be at least 1"
+        );
     }
 }

@@ -15,8 +15,13 @@ pub struct LineIndex {
 }
 
 enum Frame {
-    Map { key: Option<String>, expecting_key: bool },
-    Seq { index: usize },
+    Map {
+        key: Option<String>,
+        expecting_key: bool,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 struct Builder {
@@ -29,7 +34,13 @@ impl Builder {
     fn value_path(&self) -> Option<String> {
         match self.stack.last() {
             None => Some(String::new()),
-            Some((Frame::Map { expecting_key: true, .. }, _)) => None,
+            Some((
+                Frame::Map {
+                    expecting_key: true,
+                    ..
+                },
+                _,
+            )) => None,
             Some((Frame::Map { key, .. }, path)) => {
                 Some(super::error::join_path(path, key.as_deref().unwrap_or("")))
             }
@@ -76,7 +87,13 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 let path = self.start_node(line).unwrap_or_default();
-                self.stack.push((Frame::Map { key: None, expecting_key: true }, path));
+                self.stack.push((
+                    Frame::Map {
+                        key: None,
+                        expecting_key: true,
+                    },
+                    path,
+                ));
             }
             Event::SequenceStart(..) => {
                 let path = self.start_node(line).unwrap_or_default();
@@ -102,7 +119,14 @@ impl LineIndex {
         if parser.load(&mut builder, false).is_err() {
             return LineIndex::default();
         }
-        LineIndex { lines: builder.lines }
+        LineIndex {
+            lines: builder.lines,
+        }
+    }
+
+    /// Line of exactly `path`, if the document has that key.
+    pub fn line_of_exact(&self, path: &str) -> Option<usize> {
+        self.lines.get(path).copied()
     }
 
     /// Line of `path`, or of its nearest ancestor that exists in the document.

@@ -61,9 +61,12 @@ pub fn parse_str(path: &Path, text: &str) -> Result<(Config, Source), ConfigErro
                 key_path.clear();
             }
             let inner = e.into_inner();
-            let line = inner
-                .location()
-                .map(|l| l.line())
+            // The exact key (e.g. an unknown field) is more precise than serde_yaml's position,
+            // which points at the enclosing map.
+            let line = source
+                .lines
+                .line_of_exact(&key_path)
+                .or_else(|| inner.location().map(|l| l.line()))
                 .or_else(|| source.lines.line_of(&key_path));
             let message = error::clean_serde_message(&inner.to_string());
             Err(ConfigErrors(vec![ConfigError {

@@ -239,14 +239,19 @@ impl<'de> Deserialize<'de> for StrategySpec {
 }
 
 /// Split `name` or `{ <tag>: name, ...rest }` into the name and the rest (as a mapping).
-pub fn split_tagged(value: serde_yaml::Value, tag: &str) -> Result<(String, serde_yaml::Value), String> {
+pub fn split_tagged(
+    value: serde_yaml::Value,
+    tag: &str,
+) -> Result<(String, serde_yaml::Value), String> {
     use serde_yaml::Value;
     match value {
         Value::String(s) => Ok((s, Value::Mapping(Default::default()))),
         Value::Mapping(mut m) => match m.remove(tag) {
             Some(Value::String(s)) => Ok((s, Value::Mapping(m))),
             Some(_) => Err(format!("`{tag}` must be a string")),
-            None => Err(format!("missing `{tag}`: expected a name or a map with `{tag}: <name>`")),
+            None => Err(format!(
+                "missing `{tag}`: expected a name or a map with `{tag}: <name>`"
+            )),
         },
         _ => Err(format!("expected a name or a map with `{tag}: <name>`")),
     }
@@ -379,8 +384,7 @@ pub struct MetricsConfig {
 }
 
 /// Where access-log lines go: `off`, `stdout`, or `{ file: /path/to/access.log }`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum AccessLogConfig {
     /// No access log.
     Off,
@@ -389,4 +393,25 @@ pub enum AccessLogConfig {
     Stdout,
     /// Append JSON lines to this file.
     File(String),
+}
+
+impl<'de> Deserialize<'de> for AccessLogConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileTarget {
+            file: String,
+        }
+        let value = serde_yaml::Value::deserialize(d)?;
+        let allowed = "expected `off`, `stdout` or `{ file: <path> }`";
+        match &value {
+            serde_yaml::Value::String(s) if s == "off" => Ok(AccessLogConfig::Off),
+            serde_yaml::Value::String(s) if s == "stdout" => Ok(AccessLogConfig::Stdout),
+            serde_yaml::Value::Bool(false) => Ok(AccessLogConfig::Off),
+            serde_yaml::Value::Mapping(_) => serde_yaml::from_value::<FileTarget>(value)
+                .map(|f| AccessLogConfig::File(f.file))
+                .map_err(|e| serde::de::Error::custom(format!("{e}; {allowed}"))),
+            _ => Err(serde::de::Error::custom(allowed)),
+        }
+    }
 }

@@ -94,7 +94,9 @@ mod tests {
     fn unmeasured_backends_use_the_default_rtt() {
         let m = members(&[1, 1]);
         m[0].state.record_success(100_000_000, 1); // 100 ms measured
-        let s = from_params(&serde_yaml::from_str("default_rtt: 10ms").unwrap()).unwrap().build(&m);
+        let s = from_params(&serde_yaml::from_str("default_rtt: 10ms").unwrap())
+            .unwrap()
+            .build(&m);
         assert_eq!(s.pick(&m, &PickRequest { hash: 0, now: 2 }), 1);
     }
 }

@@ -28,11 +28,16 @@ struct NoParams {}
 pub fn from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let p: Params = from_value(params)?;
     let key = KeySource::parse(&p.key).map_err(|e| e.under("key"))?;
-    Ok(Arc::new(Factory { key, name: "consistent_hash" }))
+    Ok(Arc::new(Factory {
+        key,
+        name: "consistent_hash",
+    }))
 }
 
 /// `ip_hash`: consistent hashing on the client IP. Parameters: none.
-pub fn ip_hash_from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
+pub fn ip_hash_from_params(
+    params: &serde_yaml::Value,
+) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let NoParams {} = from_value(params)?;
     Ok(Arc::new(Factory {
         key: KeySource::ClientIp,
@@ -52,7 +57,9 @@ impl StrategyFactory for Factory {
     }
     fn build(&self, members: &[Member]) -> Box<dyn Strategy> {
         let nodes: Vec<_> = members.iter().map(|m| (m.state.addr(), m.weight)).collect();
-        Box::new(ConsistentHash(Ring::new(nodes.iter().map(|(a, w)| (a, *w)))))
+        Box::new(ConsistentHash(Ring::new(
+            nodes.iter().map(|(a, w)| (a, *w)),
+        )))
     }
     fn key_source(&self) -> Option<&KeySource> {
         Some(&self.key)
@@ -68,7 +75,13 @@ impl Strategy for ConsistentHash {
     }
 
     /// The `attempt`-th distinct member clockwise from the key's point.
-    fn fallback(&self, members: &[Member], req: &PickRequest, first: usize, attempt: usize) -> usize {
+    fn fallback(
+        &self,
+        members: &[Member],
+        req: &PickRequest,
+        first: usize,
+        attempt: usize,
+    ) -> usize {
         const TRACK: usize = 16;
         let n = members.len();
         if attempt >= TRACK {
@@ -133,7 +146,10 @@ mod tests {
                 moved += 1;
             }
         }
-        assert!(moved > 600 && moved < 1400, "about a third of the keys were on the removed backend: {moved}");
+        assert!(
+            moved > 600 && moved < 1400,
+            "about a third of the keys were on the removed backend: {moved}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `fastest_response`: lowest `decayed latency × (1 + in-flight) / weight` (nginx `least_time`).
 //!
-//! The latency is a moving average of response times that *halves for every `decay` without a
-//! new sample*. A backend that was slow and then stopped getting traffic therefore looks
+//! The latency is a time-weighted moving average of response times (time constant 1 s) that
+//! *halves for every `decay` without a new sample*. A backend that was slow and then stopped getting traffic therefore looks
 //! faster and faster until it is tried again: it can never be starved for good (the failure
 //! mode of an undecayed mean, traefik#12306). Unmeasured backends score 0 and are tried first.
 //! Default: power of two choices; `choice: all` scans every member.

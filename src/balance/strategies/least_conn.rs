@@ -66,7 +66,9 @@ mod tests {
     use crate::balance::InflightGuard;
 
     fn busy(m: &Member, n: usize) -> Vec<InflightGuard> {
-        (0..n).map(|_| InflightGuard::new(m.state.clone())).collect()
+        (0..n)
+            .map(|_| InflightGuard::new(m.state.clone()))
+            .collect()
     }
 
     #[test]
@@ -75,7 +77,9 @@ mod tests {
         let _g0 = busy(&m[0], 3);
         let _g1 = busy(&m[1], 1);
         let _g2 = busy(&m[2], 2);
-        let s = from_params(&serde_yaml::from_str("choice: all").unwrap()).unwrap().build(&m);
+        let s = from_params(&serde_yaml::from_str("choice: all").unwrap())
+            .unwrap()
+            .build(&m);
         for _ in 0..100 {
             assert_eq!(s.pick(&m, &PickRequest::default()), 1);
         }

@@ -76,7 +76,8 @@ pub(crate) mod test_support {
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let b = Backend::new_with_weight(&format!("127.0.0.1:{}", i + 1), *w as usize).unwrap();
+                let b =
+                    Backend::new_with_weight(&format!("127.0.0.1:{}", i + 1), *w as usize).unwrap();
                 Member::new(b, &store).unwrap()
             })
             .collect()

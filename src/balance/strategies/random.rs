@@ -24,7 +24,9 @@ impl StrategyFactory for Factory {
         "random"
     }
     fn build(&self, members: &[Member]) -> Box<dyn Strategy> {
-        Box::new(WeightedRandom(WeightTable::new(members.iter().map(|m| m.weight))))
+        Box::new(WeightedRandom(WeightTable::new(
+            members.iter().map(|m| m.weight),
+        )))
     }
 }
 

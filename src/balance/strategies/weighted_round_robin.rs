@@ -34,7 +34,11 @@ impl StrategyFactory for Factory {
     fn build(&self, members: &[Member]) -> Box<dyn Strategy> {
         let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
         let schedule = smooth_schedule(&weights);
-        let start = if schedule.is_empty() { 0 } else { fastrand::usize(..schedule.len()) };
+        let start = if schedule.is_empty() {
+            0
+        } else {
+            fastrand::usize(..schedule.len())
+        };
         Box::new(SmoothWrr {
             schedule,
             next: AtomicUsize::new(start),
@@ -68,7 +72,9 @@ pub fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
     if weights.is_empty() {
         return Box::new([]);
     }
-    let g = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w.max(1))));
+    let g = weights
+        .iter()
+        .fold(0u64, |g, &w| gcd(g, u64::from(w.max(1))));
     let mut w: Vec<u64> = weights.iter().map(|&x| u64::from(x.max(1)) / g).collect();
     let total: u64 = w.iter().sum();
     if total > MAX_CYCLE {
@@ -109,7 +115,11 @@ mod tests {
         let s = Factory.build(&m);
         let req = PickRequest::default();
         let picks: Vec<usize> = (0..7000).map(|_| s.pick(&m, &req)).collect();
-        let longest = picks.chunk_by(|a, b| a == b).map(|c| c.len()).max().unwrap();
+        let longest = picks
+            .chunk_by(|a, b| a == b)
+            .map(|c| c.len())
+            .max()
+            .unwrap();
         assert!(longest < 5, "longest run {longest}");
         assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 5000);
     }

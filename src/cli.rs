@@ -1,0 +1,23 @@
+//! Command line: `portcullis -c conf/portcullis.yaml [-t] [-d] [-u]`.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+/// portcullis: a programmable HTTP gateway on Pingora.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short = 'c', long = "conf", default_value = "conf/portcullis.yaml")]
+    pub conf: PathBuf,
+    /// Check the configuration, print every problem, and exit (0 = valid).
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Run in the background (Pingora daemon mode).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade): start this process
+    /// with -u, then send SIGQUIT to the old one.
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
+}

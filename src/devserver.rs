@@ -1,0 +1,238 @@
+//! A tiny HTTP/1.1 origin server for demos and tests.
+//!
+//! It answers every request with its own name (`<name>\n`, header `x-backend: <name>`) and
+//! echoes the `x-request-id` it received as `x-upstream-request-id`. `GET /healthz` answers
+//! `ok`. Its behaviour can be changed while it runs: a delay, a status code, a separate health
+//! status; and it can be stopped, which closes the listener and every open connection (so a
+//! proxy's pooled connections break too, like a crashed process).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Counters and knobs shared with the connection tasks.
+#[derive(Debug, Default)]
+pub struct DevState {
+    name: String,
+    requests: AtomicU64,
+    inflight: AtomicU32,
+    max_inflight: AtomicU32,
+    delay_ms: AtomicU64,
+    status: AtomicU16,
+    health_status: AtomicU16,
+}
+
+impl DevState {
+    /// Requests answered (health checks excluded).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+    /// Highest number of concurrent requests seen.
+    pub fn max_inflight(&self) -> u32 {
+        self.max_inflight.load(Relaxed)
+    }
+    /// Delay every answer (health checks excluded).
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Relaxed);
+    }
+    /// Status of every answer (health checks excluded). Default 200.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Relaxed);
+    }
+    /// Status of `/healthz`. Default 200.
+    pub fn set_health_status(&self, status: u16) {
+        self.health_status.store(status, Relaxed);
+    }
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A running dev server.
+pub struct DevServer {
+    addr: SocketAddr,
+    state: Arc<DevState>,
+    stop: watch::Sender<bool>,
+}
+
+impl DevServer {
+    /// Bind `addr` (port 0 = any free port) and serve on the current tokio runtime.
+    pub async fn start(name: &str, addr: SocketAddr) -> std::io::Result<DevServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(DevState {
+            name: name.to_string(),
+            status: AtomicU16::new(200),
+            health_status: AtomicU16::new(200),
+            ..Default::default()
+        });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, Arc::clone(&state), stopped));
+        Ok(DevServer { addr, state, stop })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Counters and knobs.
+    pub fn state(&self) -> &Arc<DevState> {
+        &self.state
+    }
+
+    /// Stop: close the listener and all connections.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<DevState>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve(stream, Arc::clone(&state), stopped.clone()));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, state: Arc<DevState>, mut stopped: watch::Receiver<bool>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        tokio::select! {
+            r = handle_one(&mut stream, &state) => match r {
+                Ok(true) => continue,
+                _ => return,
+            },
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Serve one request; `Ok(true)` to keep the connection open.
+async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std::io::Result<bool> {
+    let mut head = Vec::with_capacity(512);
+    loop {
+        let n = stream.read_until(b'\n', &mut head).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+            break;
+        }
+        if head.len() > 64 * 1024 {
+            return Ok(false);
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or("/").to_string();
+    let mut content_length = 0usize;
+    let mut chunked = false;
+    let mut close = false;
+    let mut request_id = None;
+    for line in lines {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+        match k.as_str() {
+            "content-length" => content_length = v.parse().unwrap_or(0),
+            "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
+            "connection" => close = v.eq_ignore_ascii_case("close"),
+            "x-request-id" => request_id = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if chunked {
+        read_chunked(stream).await?;
+    } else if content_length > 0 {
+        let mut body = vec![0; content_length];
+        stream.read_exact(&mut body).await?;
+    }
+    let health = path == "/healthz";
+    let (status, body) = if health {
+        (state.health_status.load(Relaxed), "ok\n".to_string())
+    } else {
+        let now = state.inflight.fetch_add(1, Relaxed) + 1;
+        state.max_inflight.fetch_max(now, Relaxed);
+        let delay = state.delay_ms.load(Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        state.inflight.fetch_sub(1, Relaxed);
+        state.requests.fetch_add(1, Relaxed);
+        (state.status.load(Relaxed), format!("{}\n", state.name))
+    };
+    let body = if method == "HEAD" {
+        String::new()
+    } else {
+        body
+    };
+    let mut resp = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-backend: {}\r\n",
+        reason(status),
+        body.len(),
+        state.name
+    );
+    if let Some(id) = request_id {
+        resp.push_str(&format!("x-upstream-request-id: {id}\r\n"));
+    }
+    if close {
+        resp.push_str("connection: close\r\n");
+    }
+    resp.push_str("\r\n");
+    resp.push_str(&body);
+    stream.get_mut().write_all(resp.as_bytes()).await?;
+    Ok(!close)
+}
+
+async fn read_chunked(stream: &mut BufReader<TcpStream>) -> std::io::Result<()> {
+    loop {
+        let mut size_line = String::new();
+        stream.read_line(&mut size_line).await?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next().unwrap_or("0"), 16)
+            .unwrap_or(0);
+        let mut chunk = vec![0; size + 2];
+        stream.read_exact(&mut chunk).await?;
+        if size == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}

@@ -1,0 +1,152 @@
+//! Active health checks, run as a Pingora background service.
+//!
+//! One probe loop per backend address (a backend listed in several upstreams is probed once,
+//! with the first upstream's settings). A verdict flips after `healthy_threshold` consecutive
+//! successes or `unhealthy_threshold` consecutive failures; the very first probe of a new
+//! backend decides at once, so a backend that is down at start leaves rotation after one probe. Every
+//! flip is logged, counted, and makes the upstreams holding the backend rebuild their
+//! selectors. The service re-reads the live config whenever it changes (reloads, admin calls),
+//! starting probes for new backends and stopping those of removed ones.
+
+pub mod probe;
+pub mod spec;
+
+pub use spec::{HealthSpec, HttpProbeSpec};
+
+use crate::balance::BackendState;
+use crate::gateway::Gateway;
+use async_trait::async_trait;
+use pingora::lb::Backend;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// One backend to probe, as the live config describes it.
+#[derive(Clone)]
+pub struct HealthTarget {
+    /// The address.
+    pub addr: SocketAddr,
+    /// How to probe it.
+    pub spec: HealthSpec,
+    /// Its live state.
+    pub state: Arc<BackendState>,
+    /// Name of the upstream whose settings apply (for logs and metrics).
+    pub upstream: Arc<str>,
+}
+
+/// The background service that runs every probe loop.
+pub struct HealthService {
+    gateway: Arc<Gateway>,
+}
+
+impl HealthService {
+    /// A service probing the backends of `gateway`'s live config.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        HealthService { gateway }
+    }
+}
+
+struct Running {
+    spec: HealthSpec,
+    task: JoinHandle<()>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut changes = self.gateway.subscribe();
+        let mut running: HashMap<SocketAddr, Running> = HashMap::new();
+        loop {
+            reconcile(&self.gateway, &mut running);
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { break },
+                _ = shutdown.changed() => break,
+            }
+        }
+        for (_, r) in running {
+            r.task.abort();
+        }
+    }
+}
+
+fn reconcile(gw: &Arc<Gateway>, running: &mut HashMap<SocketAddr, Running>) {
+    let mut wanted: HashMap<SocketAddr, HealthTarget> = HashMap::new();
+    for t in gw.snapshot().health_targets() {
+        wanted.entry(t.addr).or_insert(t);
+    }
+    running.retain(|addr, r| {
+        let keep = wanted.get(addr).is_some_and(|t| t.spec == r.spec);
+        if !keep {
+            r.task.abort();
+            if !wanted.contains_key(addr) {
+                // No longer checked: an unchecked backend counts as healthy.
+                if let Some(state) = gw.store().get(addr) {
+                    if state.set_healthy(true) {
+                        gw.on_health_change(*addr);
+                    }
+                }
+            }
+        }
+        keep
+    });
+    for (addr, target) in wanted {
+        if running.contains_key(&addr) {
+            continue;
+        }
+        let spec = target.spec.clone();
+        let task = tokio::spawn(probe_loop(Arc::clone(gw), target));
+        running.insert(addr, Running { spec, task });
+    }
+}
+
+async fn probe_loop(gw: Arc<Gateway>, t: HealthTarget) {
+    let probe = probe::probe_for(&t.spec);
+    let mut probe_addr = t.addr;
+    if let Some(port) = t.spec.port {
+        probe_addr.set_port(port);
+    }
+    let backend = Backend {
+        addr: pingora::protocols::l4::socket::SocketAddr::Inet(probe_addr),
+        weight: 1,
+        ext: Default::default(),
+    };
+    let mut streak: (bool, usize) = (t.state.is_healthy(), 0);
+    let mut first = !t.state.mark_probed();
+    loop {
+        let result = match tokio::time::timeout(t.spec.timeout, probe.check(&backend)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("timed out after {:?}", t.spec.timeout)),
+        };
+        let ok = result.is_ok();
+        if ok == streak.0 {
+            streak.1 += 1;
+        } else {
+            streak = (ok, 1);
+        }
+        let threshold = probe.health_threshold(ok);
+        let currently = t.state.is_healthy();
+        if ok != currently && (first || streak.1 >= threshold) && t.state.set_healthy(ok) {
+            match &result {
+                Ok(()) => log::info!(
+                    "backend {} of upstream {} is healthy again",
+                    t.addr,
+                    t.upstream
+                ),
+                Err(why) => log::warn!(
+                    "backend {} of upstream {} is unhealthy: {why}",
+                    t.addr,
+                    t.upstream
+                ),
+            }
+            gw.metrics()
+                .count_health_transition(&t.upstream, t.state.label(), ok);
+            gw.on_health_change(t.addr);
+        }
+        first = false;
+        tokio::time::sleep(t.spec.interval).await;
+    }
+}

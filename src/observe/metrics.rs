@@ -1,0 +1,366 @@
+//! The Prometheus metrics of one gateway instance.
+//!
+//! Each instance has its own [`Registry`] (tests run several gateways in one process).
+//! Request-path counters are resolved once per label combination and then cached per thread
+//! by integer ids, so a request costs a hash lookup and an atomic add, not a label-string
+//! lookup under a lock. Gauges of live state (health, in-flight) are read from the state store
+//! when scraped, so requests never touch them.
+
+use super::labels::{IdMap, METHOD_LABELS, STATUS_LABELS};
+use crate::balance::BackendState;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// Upstream latency histogram buckets (seconds): 0.5 ms to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Something that can list the backends of the live config, for scrape-time gauges.
+pub trait BackendSource: Send + Sync {
+    /// Call `f(upstream, backend state)` for every backend of every upstream.
+    fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState));
+}
+
+/// Label values identifying one request-counter series, as ids plus their text.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels<'a> {
+    /// Interned route id and name ("" when no route matched).
+    pub route: (u32, &'a str),
+    /// Interned upstream id and name ("" when none was chosen).
+    pub upstream: (u32, &'a str),
+    /// Backend id and address text ("" when none was reached).
+    pub backend: (u32, &'a str),
+    /// [`super::labels::method_index`].
+    pub method: u8,
+    /// [`super::labels::status_class`].
+    pub status_class: u8,
+}
+
+/// All metrics of one gateway.
+pub struct Metrics {
+    registry: Registry,
+    instance: u32,
+    requests: IntCounterVec,
+    upstream_latency: HistogramVec,
+    connect_errors: IntCounterVec,
+    retries: IntCounterVec,
+    downstream_connections: IntCounterVec,
+    received_bytes: IntCounterVec,
+    sent_bytes: IntCounterVec,
+    health_transitions: IntCounterVec,
+    /// Config generation currently serving.
+    pub config_generation: IntGauge,
+}
+
+thread_local! {
+    static REQUESTS: RefCell<IdMap<u128, IntCounter>> = RefCell::new(IdMap::default());
+    static LATENCY: RefCell<IdMap<u128, Histogram>> = RefCell::new(IdMap::default());
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(v.clone()))
+        .expect("metric registered once");
+    v
+}
+
+impl Metrics {
+    /// Create and register every metric in a fresh registry.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_upstream_latency_seconds",
+                "Time from sending a request to a backend to receiving its response header.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream", "backend"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(upstream_latency.clone()))
+            .expect("metric registered once");
+        let config_generation = IntGauge::new(
+            "portcullis_config_generation",
+            "Generation of the configuration serving requests (1 = the file read at start).",
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(config_generation.clone()))
+            .expect("metric registered once");
+        Arc::new(Metrics {
+            requests: counter_vec(
+                &registry,
+                "portcullis_requests_total",
+                "Requests answered, by route, upstream, backend, method and status class.",
+                &["route", "upstream", "backend", "method", "status"],
+            ),
+            connect_errors: counter_vec(
+                &registry,
+                "portcullis_upstream_connect_errors_total",
+                "Failed attempts to connect to a backend (refused, timed out, unreachable).",
+                &["upstream", "backend"],
+            ),
+            retries: counter_vec(
+                &registry,
+                "portcullis_upstream_retries_total",
+                "Requests retried on another backend.",
+                &["upstream"],
+            ),
+            downstream_connections: counter_vec(
+                &registry,
+                "portcullis_downstream_connections_total",
+                "Client connections accepted, by listener.",
+                &["listener"],
+            ),
+            received_bytes: counter_vec(
+                &registry,
+                "portcullis_downstream_received_bytes_total",
+                "Request body bytes received from clients, by route.",
+                &["route"],
+            ),
+            sent_bytes: counter_vec(
+                &registry,
+                "portcullis_downstream_sent_bytes_total",
+                "Response body bytes sent to clients, by route.",
+                &["route"],
+            ),
+            health_transitions: counter_vec(
+                &registry,
+                "portcullis_backend_health_transitions_total",
+                "Health-check verdict changes, by upstream, backend and new state.",
+                &["upstream", "backend", "to"],
+            ),
+            upstream_latency,
+            config_generation,
+            registry,
+            instance: INSTANCE.fetch_add(1, Relaxed),
+        })
+    }
+
+    /// Add the scrape-time gauges of live backend state (health, in-flight).
+    pub fn register_backend_gauges(&self, source: Weak<dyn BackendSource>) {
+        let collector = BackendGauges::new(source);
+        if let Err(e) = self.registry.register(Box::new(collector)) {
+            log::error!("cannot register backend gauges: {e}");
+        }
+    }
+
+    /// The registry (to register plugin metrics in).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Count one finished request.
+    #[inline]
+    pub fn count_request(&self, l: &RequestLabels<'_>) {
+        let key = (u128::from(self.instance) << 104)
+            | (u128::from(l.route.0) << 72)
+            | (u128::from(l.upstream.0) << 40)
+            | (u128::from(l.backend.0) << 8)
+            | (u128::from(l.method) << 4)
+            | u128::from(l.status_class);
+        REQUESTS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    self.requests.with_label_values(&[
+                        l.route.1,
+                        l.upstream.1,
+                        l.backend.1,
+                        METHOD_LABELS[usize::from(l.method)],
+                        STATUS_LABELS[usize::from(l.status_class)],
+                    ])
+                })
+                .inc();
+        });
+    }
+
+    /// Record the time a backend took to send its response header.
+    #[inline]
+    pub fn observe_upstream_latency(
+        &self,
+        upstream: (u32, &str),
+        backend: (u32, &str),
+        seconds: f64,
+    ) {
+        let key = (u128::from(self.instance) << 64)
+            | (u128::from(upstream.0) << 32)
+            | u128::from(backend.0);
+        LATENCY.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            cache
+                .entry(key)
+                .or_insert_with(|| {
+                    self.upstream_latency
+                        .with_label_values(&[upstream.1, backend.1])
+                })
+                .observe(seconds);
+        });
+    }
+
+    /// A connect attempt to a backend failed.
+    pub fn count_connect_error(&self, upstream: &str, backend: &str) {
+        self.connect_errors
+            .with_label_values(&[upstream, backend])
+            .inc();
+    }
+
+    /// A request was retried on another backend.
+    pub fn count_retry(&self, upstream: &str) {
+        self.retries.with_label_values(&[upstream]).inc();
+    }
+
+    /// A health check changed its verdict.
+    pub fn count_health_transition(&self, upstream: &str, backend: &str, healthy: bool) {
+        let to = if healthy { "healthy" } else { "unhealthy" };
+        self.health_transitions
+            .with_label_values(&[upstream, backend, to])
+            .inc();
+    }
+
+    /// The accepted-connections counter of a listener (resolved once at startup).
+    pub fn downstream_connections(&self, listener: &str) -> IntCounter {
+        self.downstream_connections.with_label_values(&[listener])
+    }
+
+    /// The body-byte counters (received, sent) of a route (resolved when the route is compiled).
+    pub fn route_bytes(&self, route: &str) -> (IntCounter, IntCounter) {
+        (
+            self.received_bytes.with_label_values(&[route]),
+            self.sent_bytes.with_label_values(&[route]),
+        )
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+/// `portcullis_backend_healthy` and `portcullis_backend_inflight`, read at scrape time.
+struct BackendGauges {
+    source: Weak<dyn BackendSource>,
+    descs: Vec<Desc>,
+}
+
+impl BackendGauges {
+    fn new(source: Weak<dyn BackendSource>) -> Self {
+        let labels = vec!["upstream".to_string(), "backend".to_string()];
+        let desc = |name: &str, help: &str| {
+            Desc::new(name.into(), help.into(), labels.clone(), Default::default())
+                .expect("static metric definition")
+        };
+        BackendGauges {
+            source,
+            descs: vec![
+                desc(
+                    "portcullis_backend_healthy",
+                    "1 when the backend passes its health check (or has none), else 0.",
+                ),
+                desc(
+                    "portcullis_backend_inflight",
+                    "Requests currently in flight to the backend.",
+                ),
+            ],
+        }
+    }
+}
+
+impl Collector for BackendGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(source) = self.source.upgrade() else {
+            return Vec::new();
+        };
+        let opts = |name: &str, help: &str| Opts::new(name, help);
+        let healthy = prometheus::IntGaugeVec::new(
+            opts(
+                "portcullis_backend_healthy",
+                "1 when the backend passes its health check (or has none), else 0.",
+            ),
+            &["upstream", "backend"],
+        );
+        let inflight = prometheus::IntGaugeVec::new(
+            opts(
+                "portcullis_backend_inflight",
+                "Requests currently in flight to the backend.",
+            ),
+            &["upstream", "backend"],
+        );
+        let (Ok(healthy), Ok(inflight)) = (healthy, inflight) else {
+            return Vec::new();
+        };
+        source.for_each_backend(&mut |upstream, state| {
+            healthy
+                .with_label_values(&[upstream, state.label()])
+                .set(i64::from(state.is_healthy()));
+            inflight
+                .with_label_values(&[upstream, state.label()])
+                .set(i64::from(state.inflight()));
+        });
+        let mut out = healthy.collect();
+        out.extend(inflight.collect());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_counters_are_the_registered_series() {
+        let m = Metrics::new();
+        let l = RequestLabels {
+            route: (1, "r"),
+            upstream: (2, "u"),
+            backend: (3, "127.0.0.1:1"),
+            method: 0,
+            status_class: 2,
+        };
+        for _ in 0..3 {
+            m.count_request(&l);
+        }
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(r#"portcullis_requests_total{backend="127.0.0.1:1",method="GET",route="r",status="2xx",upstream="u"} 3"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn instances_do_not_share_series() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        let l = RequestLabels {
+            route: (1, "r"),
+            upstream: (2, "u"),
+            backend: (3, "b"),
+            method: 0,
+            status_class: 2,
+        };
+        a.count_request(&l);
+        let text = String::from_utf8(b.render()).unwrap();
+        assert!(!text.contains("portcullis_requests_total{"), "{text}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Metrics (Prometheus), access logs (JSON lines) and the `/metrics` endpoint.
+
+pub mod access_log;
+pub mod labels;
+pub mod metrics;
+pub mod metrics_service;
+
+pub use access_log::{AccessLog, AccessLogEntry};
+pub use metrics::{BackendSource, Metrics};

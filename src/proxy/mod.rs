@@ -1,0 +1,368 @@
+//! The HTTP proxy: Pingora's [`ProxyHttp`] phases wired to routing, selection, retries,
+//! metrics and access logs.
+//!
+//! Phase by phase: `request_filter` takes the live snapshot, assigns the request id and finds
+//! the route (404 when none); `upstream_peer` picks a backend the request has not tried yet
+//! and takes an in-flight slot on it; `fail_to_connect` / `error_while_proxy` count the failure
+//! against the backend and mark idempotent requests for a retry elsewhere;
+//! `upstream_response_filter` feeds the latency to the backend's estimates; `logging` records
+//! metrics and the access-log line and releases the in-flight slot (which the slot's own
+//! `Drop` also does if the request is abandoned).
+
+pub mod connections;
+pub mod context;
+pub mod request_id;
+pub mod respond;
+
+pub use context::{LocalReason, RequestCtx};
+
+use crate::balance::{now_ns, InflightGuard, PickRequest};
+use crate::gateway::Gateway;
+use crate::observe::labels::{method_index, status_class};
+use crate::observe::metrics::RequestLabels;
+use crate::observe::AccessLogEntry;
+use crate::runtime::{router::request_host, Upstream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The proxy of one listener.
+pub struct Proxy {
+    gateway: Arc<Gateway>,
+}
+
+impl Proxy {
+    /// A proxy serving `gateway`'s live config.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Proxy { gateway }
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn upstream_of(ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
+    Some(&ctx.snapshot.as_ref()?.upstreams[ctx.upstream?])
+}
+
+const NO_LABEL: (u32, &str) = (u32::MAX, "");
+
+impl Proxy {
+    /// Count a failed attempt against the current backend; allow a retry elsewhere when the
+    /// request is idempotent and the upstream's retry budget is not spent.
+    fn attempt_failed(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        e: &mut Error,
+        connect: bool,
+    ) {
+        let Some(up) = upstream_of(ctx).cloned() else {
+            return;
+        };
+        if let Some(g) = &ctx.backend {
+            g.state().record_failure(now_ns());
+            if connect {
+                self.gateway
+                    .metrics()
+                    .count_connect_error(&up.name, g.state().label());
+            }
+        }
+        if ctx.retries < up.retry.attempts && session.req_header().method.is_idempotent() {
+            ctx.retries += 1;
+            e.set_retry(true);
+            self.gateway.metrics().count_retry(&up.name);
+        } else {
+            e.set_retry(false);
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started_ns = now_ns();
+        let snapshot = self.gateway.snapshot();
+        let req = session.req_header();
+        ctx.request_id = Some(request_id::accept_or_generate(
+            req.headers.get(request_id::HEADER),
+        ));
+        let found = snapshot.router.find(req);
+        if let Some(i) = found {
+            ctx.route = Some(i);
+            ctx.upstream = Some(snapshot.router.get(i).upstream);
+        }
+        ctx.snapshot = Some(snapshot);
+        if found.is_some() {
+            return Ok(false);
+        }
+        ctx.local = Some(LocalReason::NoRoute);
+        let body = Bytes::from_static(b"no route matches this request\n");
+        respond::respond(session, 404, body, ctx.request_id.as_ref()).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let up = upstream_of(ctx)
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
+        let now = now_ns();
+        let reuse = if ctx.retry_same {
+            ctx.retry_same = false;
+            ctx.backend.as_ref().map(|g| Arc::clone(g.state()))
+        } else {
+            None
+        };
+        let state = match reuse {
+            Some(s) => s,
+            None => {
+                let hash = match up.key_source() {
+                    Some(key) => {
+                        let mut buf = [0u8; 16];
+                        crc32fast::hash(key.extract(
+                            session.req_header(),
+                            client_ip(session),
+                            &mut buf,
+                        ))
+                    }
+                    None => 0,
+                };
+                let pick = PickRequest { hash, now };
+                let tried = &ctx.tried;
+                match up.pick(&pick, |s| !tried.contains(s.id())) {
+                    Some(s) => s,
+                    None => {
+                        if ctx.tried.count() == 0 {
+                            ctx.local = Some(LocalReason::NoBackend);
+                        }
+                        return Err(Error::explain(
+                            ErrorType::HTTPStatus(503),
+                            format!("no available backend in upstream {}", up.name),
+                        ));
+                    }
+                }
+            }
+        };
+        ctx.tried.push(state.id());
+        ctx.attempt_started_ns = now;
+        let peer = up.peer_for(state.addr());
+        ctx.backend = Some(InflightGuard::new(state));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let timeout = matches!(e.etype(), ErrorType::ConnectTimedout);
+        ctx.local = Some(if timeout {
+            LocalReason::Timeout
+        } else {
+            LocalReason::ConnectFailed
+        });
+        self.attempt_failed(session, ctx, &mut e, true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable || ctx.response_started {
+            e.set_retry(false);
+        } else if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            // No response byte yet: the backend is slow. Count it and try another one.
+            ctx.local = Some(LocalReason::Timeout);
+            self.attempt_failed(session, ctx, &mut e, false);
+        } else {
+            // A pooled connection may have been closed by the backend: Pingora retries such
+            // errors on a fresh connection, and we keep the same backend for it.
+            e.retry.decide_reuse(client_reused);
+            ctx.retry_same = e.retry();
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header(request_id::HEADER, id.clone())?;
+        }
+        if upstream_of(ctx).is_some_and(|u| !u.keepalive()) {
+            upstream_request.insert_header(http::header::CONNECTION, "close")?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        let now = now_ns();
+        let latency = now.saturating_sub(ctx.attempt_started_ns);
+        ctx.upstream_latency_ns = Some(latency);
+        ctx.response_started = true;
+        if let Some(g) = &ctx.backend {
+            if status >= 500 {
+                g.state().record_failure(now);
+            } else {
+                g.state().record_success(latency, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            response.insert_header(request_id::HEADER, id.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body): (u16, Bytes) = match (ctx.local, e.etype()) {
+            (Some(LocalReason::NoBackend), _) => {
+                let name = upstream_of(ctx).map_or("", |u| &u.name);
+                (
+                    503,
+                    Bytes::from(format!("no healthy backend available in upstream {name}\n")),
+                )
+            }
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            )
+            | (Some(LocalReason::Timeout), _) => (504, Bytes::from_static(b"upstream timed out\n")),
+            (Some(LocalReason::ConnectFailed), _) => {
+                (502, Bytes::from_static(b"cannot connect to upstream\n"))
+            }
+            (_, ErrorType::HTTPStatus(c)) => (*c, Bytes::from_static(b"request failed\n")),
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, Bytes::from_static(b"upstream error\n")),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, Bytes::new())
+                    }
+                    _ => (400, Bytes::from_static(b"bad request\n")),
+                },
+                _ => (500, Bytes::from_static(b"internal error\n")),
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            // The connection is not reused after a failure: say so, or a client may send its
+            // next request on a socket that is about to close.
+            session.set_keepalive(None);
+            if let Err(err) = respond::respond(session, code, body, ctx.request_id.as_ref()).await {
+                log::debug!("cannot send error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let backend = ctx.backend.take();
+        let Some(snapshot) = ctx.snapshot.take() else {
+            return;
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route.map(|i| snapshot.router.get(i));
+        let upstream = ctx.upstream.map(|i| &snapshot.upstreams[i]);
+        let req = session.req_header();
+        let upstream_label = upstream.map_or(NO_LABEL, |u| (u.label_id, &*u.name));
+        let backend_label = backend
+            .as_ref()
+            .map_or(NO_LABEL, |g| (g.state().id(), g.state().label()));
+        let metrics = self.gateway.metrics();
+        metrics.count_request(&RequestLabels {
+            route: route.map_or(NO_LABEL, |r| (r.label_id, &*r.name)),
+            upstream: upstream_label,
+            backend: backend_label,
+            method: method_index(&req.method),
+            status_class: status_class(status),
+        });
+        if let (Some(lat), true) = (ctx.upstream_latency_ns, backend.is_some()) {
+            metrics.observe_upstream_latency(upstream_label, backend_label, lat as f64 / 1e9);
+        }
+        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
+        if let Some(r) = route {
+            r.bytes_in.inc_by(bytes_in as u64);
+            r.bytes_out.inc_by(bytes_out as u64);
+        }
+        if snapshot.access_log.is_on() {
+            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            snapshot.access_log.log(&AccessLogEntry {
+                time: None,
+                request_id: ctx.request_id.as_ref().map_or(&[][..], |v| v.as_bytes()),
+                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                method: req.method.as_str(),
+                host: request_host(req),
+                path,
+                status,
+                route: route.map_or("", |r| &r.name),
+                upstream: upstream_label.1,
+                backend: backend_label.1,
+                duration_us: now_ns().saturating_sub(ctx.started_ns) / 1000,
+                upstream_us: ctx.upstream_latency_ns.map(|n| n / 1000),
+                bytes_in,
+                bytes_out,
+                attempts: ctx.tried.count(),
+            });
+        }
+        drop(backend);
+    }
+}

@@ -1,0 +1,303 @@
+//! Config → [`Snapshot`]: every semantic check, with errors by key path.
+//!
+//! Nothing here starts a service or binds a socket, so `portcullis -t` runs exactly this.
+
+use super::router::{Matcher, Route, Router};
+use super::snapshot::{ListenerSpec, Snapshot};
+use super::upstream::{Connection, RetryPolicy, Upstream};
+use crate::balance::{build_strategy, StateStore};
+use crate::config::model::{AccessLogConfig, Config, Protocol, UpstreamConfig};
+use crate::config::PathError;
+use crate::health::HealthSpec;
+use crate::observe::{AccessLog, Metrics};
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Largest backend weight.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Largest retry count.
+pub const MAX_RETRIES: u32 = 10;
+
+/// What compiled objects are attached to.
+pub struct CompileContext<'a> {
+    /// Live backend state.
+    pub store: &'a StateStore,
+    /// Metric handles for routes.
+    pub metrics: &'a Metrics,
+    /// Generation number of the result.
+    pub generation: u64,
+}
+
+/// Check `cfg` and build the runtime snapshot; on failure, every problem found.
+pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<PathError>> {
+    let mut errors = Vec::new();
+
+    let listeners = compile_listeners(cfg, &mut errors);
+
+    let mut upstreams = Vec::new();
+    let mut upstream_names = HashSet::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let path = format!("upstreams[{i}]");
+        if !upstream_names.insert(u.name.as_str()) {
+            errors.push(PathError::at(
+                format!("{path}.name"),
+                format!("duplicate upstream name `{}`", u.name),
+            ));
+        }
+        match compile_upstream(u, cx.store) {
+            Ok(up) => upstreams.push(Arc::new(up)),
+            Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&path))),
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut route_names = HashSet::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.name.is_empty() {
+            errors.push(PathError::at(format!("{path}.name"), "must not be empty"));
+        }
+        if !route_names.insert(r.name.as_str()) {
+            errors.push(PathError::at(
+                format!("{path}.name"),
+                format!("duplicate route name `{}`", r.name),
+            ));
+        }
+        let upstream = cfg.upstreams.iter().position(|u| u.name == r.upstream);
+        if upstream.is_none() {
+            let known: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+            errors.push(PathError::at(
+                format!("{path}.upstream"),
+                format!(
+                    "unknown upstream `{}` (defined: {})",
+                    r.upstream,
+                    list_or_none(&known)
+                ),
+            ));
+        }
+        let matcher = Matcher::compile(&r.matcher).map_err(|errs| {
+            errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.match"))));
+        });
+        if let (Some(up), Ok(m)) = (upstream, matcher) {
+            routes.push(Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)));
+        }
+    }
+
+    let metrics_addr = cfg.metrics.as_ref().and_then(|m| {
+        parse_listen_addr(&m.address)
+            .map_err(|e| errors.push(PathError::at("metrics.address", e)))
+            .ok()
+    });
+
+    let access_log = match &cfg.access_log {
+        AccessLogConfig::Off => Some(AccessLog::off()),
+        AccessLogConfig::Stdout => Some(AccessLog::stdout()),
+        AccessLogConfig::File(p) => AccessLog::file(Path::new(p))
+            .map_err(|e| {
+                errors.push(PathError::at(
+                    "access_log.file",
+                    format!("cannot open `{p}`: {e}"),
+                ))
+            })
+            .ok(),
+    };
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        generation: cx.generation,
+        router: Router::new(routes),
+        upstreams,
+        access_log: Arc::new(access_log.unwrap_or_else(AccessLog::off)),
+        listeners,
+        metrics_addr,
+        server: cfg.server.clone(),
+    })
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn compile_listeners(cfg: &Config, errors: &mut Vec<PathError>) -> Vec<ListenerSpec> {
+    if cfg.listeners.is_empty() {
+        errors.push(PathError::at(
+            "listeners",
+            "at least one listener is required",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        if l.name.is_empty() {
+            errors.push(PathError::at(format!("{path}.name"), "must not be empty"));
+        }
+        if !names.insert(l.name.as_str()) {
+            errors.push(PathError::at(
+                format!("{path}.name"),
+                format!("duplicate listener name `{}`", l.name),
+            ));
+        }
+        if l.protocol != Protocol::Http {
+            errors.push(PathError::at(
+                format!("{path}.protocol"),
+                format!(
+                    "protocol `{:?}` is not supported yet (allowed: http)",
+                    l.protocol
+                )
+                .to_lowercase(),
+            ));
+        }
+        match parse_listen_addr(&l.address) {
+            Ok(addr) => {
+                if !addrs.insert(addr) {
+                    errors.push(PathError::at(
+                        format!("{path}.address"),
+                        format!("address {addr} is used by another listener"),
+                    ));
+                }
+                out.push(ListenerSpec {
+                    name: l.name.clone(),
+                    addr,
+                    protocol: l.protocol,
+                });
+            }
+            Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),
+        }
+    }
+    out
+}
+
+/// A listen address must be a literal `ip:port`.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not a valid listen address (allowed: ip:port, e.g. 0.0.0.0:8080 or [::]:8080)"))
+}
+
+/// A backend address: `ip:port`, or `hostname:port` resolved now.
+pub fn resolve_backend_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let bad = || format!("`{s}` is not a valid address (allowed: ip:port or hostname:port)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    // Looks like an IP but did not parse as one: invalid, and not worth a DNS query.
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || host.contains(':')
+        || host.starts_with('[')
+    {
+        return Err(format!(
+            "`{s}` is not a valid IP address and port (e.g. 10.0.0.5:8080 or [::1]:8080)"
+        ));
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{s}`: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, Vec<PathError>> {
+    let mut errors = Vec::new();
+    if u.name.is_empty() {
+        errors.push(PathError::at("name", "must not be empty"));
+    }
+    if u.backends.is_empty() {
+        errors.push(PathError::at(
+            "backends",
+            "at least one backend is required",
+        ));
+    } else if u.backends.iter().all(|b| b.backup) {
+        errors.push(PathError::at(
+            "backends",
+            "at least one backend must not be a backup",
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut backends = Vec::new();
+    for (i, b) in u.backends.iter().enumerate() {
+        let path = format!("backends[{i}]");
+        if !(1..=MAX_WEIGHT).contains(&b.weight) {
+            errors.push(PathError::at(
+                format!("{path}.weight"),
+                format!("weight must be between 1 and {MAX_WEIGHT}, got {} (remove a backend instead of weighting it 0)", b.weight),
+            ));
+        }
+        match resolve_backend_addr(&b.address) {
+            Ok(addr) => {
+                if !seen.insert(addr) {
+                    errors.push(PathError::at(
+                        format!("{path}.address"),
+                        format!("duplicate backend {addr} in this upstream"),
+                    ));
+                }
+                backends.push(Upstream::backend_from(
+                    store,
+                    addr,
+                    b.weight.clamp(1, MAX_WEIGHT),
+                    b.backup,
+                ));
+            }
+            Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),
+        }
+    }
+    let factory = build_strategy(&u.strategy.kind, &u.strategy.params)
+        .map_err(|e| errors.push(e.under("strategy")))
+        .ok();
+    let health = match &u.health_check {
+        None => None,
+        Some(h) => HealthSpec::compile(h)
+            .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("health_check"))))
+            .ok(),
+    };
+    let t = &u.timeouts;
+    for (key, d) in [("connect", t.connect), ("read", t.read), ("write", t.write)] {
+        if d.0.is_zero() {
+            errors.push(PathError::at(
+                format!("timeouts.{key}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    if u.retry.attempts > MAX_RETRIES {
+        errors.push(PathError::at(
+            "retry.attempts",
+            format!(
+                "must be between 0 and {MAX_RETRIES}, got {}",
+                u.retry.attempts
+            ),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let Some(factory) = factory else {
+        return Err(errors);
+    };
+    let conn = Connection::new(
+        t.connect.0,
+        t.read.0,
+        t.write.0,
+        t.idle.0,
+        u.keepalive.enabled,
+    );
+    let retry = RetryPolicy {
+        attempts: u.retry.attempts,
+    };
+    Ok(Upstream::new(
+        &u.name, factory, backends, conn, retry, health,
+    ))
+}

@@ -1,0 +1,11 @@
+//! The compiled, immutable runtime config ("snapshot") and how a config file becomes one.
+
+pub mod compile;
+pub mod router;
+pub mod snapshot;
+pub mod upstream;
+
+pub use compile::{compile, CompileContext};
+pub use router::{Route, Router};
+pub use snapshot::{ListenerSpec, Snapshot};
+pub use upstream::{Upstream, UpstreamBackend};

@@ -1,0 +1,64 @@
+//! One immutable, validated config. Requests hold the snapshot they started with; a reload
+//! builds a new one and swaps it in.
+
+use super::router::Router;
+use super::upstream::Upstream;
+use crate::config::model::{Protocol, ServerSection};
+use crate::health::HealthTarget;
+use crate::observe::AccessLog;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A listener as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Name.
+    pub name: String,
+    /// Bind address.
+    pub addr: SocketAddr,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// A compiled config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// 1 for the config read at start, +1 per successful reload.
+    pub generation: u64,
+    /// Routes.
+    pub router: Router,
+    /// Upstreams, indexed by [`super::Route::upstream`].
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Access-log sink.
+    pub access_log: Arc<AccessLog>,
+    /// Listeners (bound at start; changing them needs a graceful upgrade).
+    pub listeners: Vec<ListenerSpec>,
+    /// Metrics listener address.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Pingora process settings.
+    pub server: ServerSection,
+}
+
+impl Snapshot {
+    /// The upstream called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| &*u.name == name)
+    }
+
+    /// Every backend with an active health check, in config order.
+    pub fn health_targets(&self) -> Vec<HealthTarget> {
+        let mut out = Vec::new();
+        for up in &self.upstreams {
+            let Some(spec) = &up.health else { continue };
+            for b in up.backends() {
+                out.push(HealthTarget {
+                    addr: b.addr(),
+                    spec: spec.clone(),
+                    state: b.state,
+                    upstream: Arc::clone(&up.name),
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,223 @@
+//! A compiled upstream: its backends, strategy, connection settings and retry policy.
+//!
+//! The selector covers only *eligible* members: healthy and enabled primaries, or — while no
+//! primary is eligible — healthy and enabled backups. It is rebuilt (through Pingora's
+//! [`BackendSelection`](pingora::lb::selection::BackendSelection) contract) whenever health or
+//! enablement changes, so strategies always balance over exactly the members that may serve.
+
+use crate::balance::{
+    BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
+};
+use crate::health::HealthSpec;
+use arc_swap::ArcSwap;
+use pingora::lb::Backend;
+use pingora::upstreams::peer::HttpPeer;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One configured backend of an upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamBackend {
+    /// Address and weight.
+    pub backend: Backend,
+    /// Live state (shared by address across upstreams and reloads).
+    pub state: Arc<BackendState>,
+    /// Serves only while no primary is eligible.
+    pub backup: bool,
+}
+
+impl UpstreamBackend {
+    /// The socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.state.addr()
+    }
+}
+
+/// Retry policy.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+}
+
+/// Everything needed to reach an upstream's backends.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Template peer (address replaced per request).
+    pub peer: HttpPeer,
+    /// Whether upstream connections are reused.
+    pub keepalive: bool,
+}
+
+impl Connection {
+    /// Plain-HTTP connection settings with these timeouts.
+    pub fn new(
+        connect: Duration,
+        read: Duration,
+        write: Duration,
+        idle: Duration,
+        keepalive: bool,
+    ) -> Self {
+        let mut peer = HttpPeer::new(SocketAddr::from(([127, 0, 0, 1], 1)), false, String::new());
+        peer.options.connection_timeout = Some(connect);
+        peer.options.read_timeout = Some(read);
+        peer.options.write_timeout = Some(write);
+        peer.options.idle_timeout = Some(if keepalive { idle } else { Duration::ZERO });
+        Connection { peer, keepalive }
+    }
+}
+
+/// A named group of backends.
+pub struct Upstream {
+    /// Name.
+    pub name: Arc<str>,
+    /// Interned name (metric label cache key).
+    pub label_id: u32,
+    factory: Arc<dyn StrategyFactory>,
+    key: Option<KeySource>,
+    backends: Mutex<Vec<UpstreamBackend>>,
+    selector: ArcSwap<Selector>,
+    conn: Connection,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Active health check, if configured.
+    pub health: Option<HealthSpec>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Build and select over the currently eligible backends.
+    pub fn new(
+        name: &str,
+        factory: Arc<dyn StrategyFactory>,
+        backends: Vec<UpstreamBackend>,
+        conn: Connection,
+        retry: RetryPolicy,
+        health: Option<HealthSpec>,
+    ) -> Self {
+        let key = factory.key_source().cloned();
+        let selector = ArcSwap::from_pointee(Selector::empty(factory.as_ref()));
+        let up = Upstream {
+            name: name.into(),
+            label_id: crate::observe::labels::intern(name),
+            factory,
+            key,
+            backends: Mutex::new(backends),
+            selector,
+            conn,
+            retry,
+            health,
+        };
+        up.rebuild();
+        up
+    }
+
+    /// Recompute the eligible members and swap in a new selector.
+    pub fn rebuild(&self) {
+        let backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+        let eligible = |backup: bool| -> Vec<Member> {
+            backends
+                .iter()
+                .filter(|b| b.backup == backup && b.state.is_available())
+                .map(|b| Member {
+                    backend: b.backend.clone(),
+                    state: Arc::clone(&b.state),
+                    weight: u32::try_from(b.backend.weight).unwrap_or(1),
+                })
+                .collect()
+        };
+        let mut members = eligible(false);
+        if members.is_empty() {
+            members = eligible(true);
+        }
+        self.selector
+            .store(Arc::new(Selector::new(members, self.factory.as_ref())));
+    }
+
+    /// Which part of the request the strategy hashes, if any.
+    #[inline]
+    pub fn key_source(&self) -> Option<&KeySource> {
+        self.key.as_ref()
+    }
+
+    /// Choose a backend that `accept` allows. Members that became unavailable since the last
+    /// rebuild are skipped too.
+    #[inline]
+    pub fn pick(
+        &self,
+        req: &PickRequest,
+        accept: impl Fn(&BackendState) -> bool,
+    ) -> Option<Arc<BackendState>> {
+        let selector = self.selector.load();
+        selector
+            .pick(req, |m| m.state.is_available() && accept(&m.state))
+            .map(|m| Arc::clone(&m.state))
+    }
+
+    /// The peer to connect to for `addr`.
+    #[inline]
+    pub fn peer_for(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = self.conn.peer.clone();
+        peer._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
+        peer
+    }
+
+    /// Whether upstream connections are reused.
+    pub fn keepalive(&self) -> bool {
+        self.conn.keepalive
+    }
+
+    /// The configured backends (primary and backup).
+    pub fn backends(&self) -> Vec<UpstreamBackend> {
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `addr` is one of this upstream's backends.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.backends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|b| b.addr() == addr)
+    }
+
+    /// The members the selector currently balances over.
+    pub fn eligible(&self) -> Vec<SocketAddr> {
+        self.selector
+            .load()
+            .members()
+            .iter()
+            .map(|m| m.state.addr())
+            .collect()
+    }
+
+    /// State of one backend address from `store` as a member of this upstream.
+    pub fn backend_from(
+        store: &StateStore,
+        addr: SocketAddr,
+        weight: u32,
+        backup: bool,
+    ) -> UpstreamBackend {
+        let backend = Backend {
+            addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
+            weight: weight as usize,
+            ext: Default::default(),
+        };
+        UpstreamBackend {
+            state: store.get_or_create(addr),
+            backend,
+            backup,
+        }
+    }
+}

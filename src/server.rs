@@ -1,0 +1,129 @@
+//! Building and running the Pingora server from a loaded [`Gateway`].
+
+use crate::cli::Cli;
+use crate::config::model::ServerSection;
+use crate::gateway::Gateway;
+use crate::health::HealthService;
+use crate::observe::metrics_service::MetricsApp;
+use crate::proxy::connections::ConnectionCounter;
+use crate::proxy::Proxy;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pingora's settings from the `server:` section and the command line.
+pub fn server_conf(s: &ServerSection, cli: &Cli) -> ServerConf {
+    let threads = s
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    ServerConf {
+        daemon: cli.daemon,
+        threads: threads.max(1),
+        work_stealing: s.work_stealing,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        error_log: s.error_log.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        listener_tasks_per_fd: s.listener_tasks_per_fd.max(1),
+        ca_file: s.ca_file.clone(),
+        ..ServerConf::default()
+    }
+}
+
+/// Create the Pingora server with every service of `gateway`, ready to run.
+pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
+    let snapshot = gateway.snapshot();
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&snapshot.server, cli));
+    server.bootstrap();
+
+    for l in &snapshot.listeners {
+        let name = format!("listener {}", l.name);
+        let mut svc = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            Proxy::new(Arc::clone(gateway)),
+            &name,
+        );
+        svc.add_tcp(&l.addr.to_string());
+        svc.set_connection_filter(Arc::new(ConnectionCounter(
+            gateway.metrics().downstream_connections(&l.name),
+        )));
+        server.add_service(svc);
+        log::info!("listening for HTTP on {} ({})", l.addr, l.name);
+    }
+    if let Some(addr) = snapshot.metrics_addr {
+        let mut svc = Service::new(
+            "metrics".to_string(),
+            MetricsApp::new(Arc::clone(gateway.metrics())),
+        );
+        svc.add_tcp(&addr.to_string());
+        svc.threads = Some(1);
+        server.add_service(svc);
+        log::info!("serving Prometheus metrics on http://{addr}/metrics");
+    }
+    server.add_service(background_service(
+        "health checks",
+        HealthService::new(Arc::clone(gateway)),
+    ));
+    server.add_service(background_service(
+        "housekeeping",
+        Housekeeping(Arc::clone(gateway)),
+    ));
+    server
+}
+
+/// Periodic chores: write out buffered access-log lines.
+struct Housekeeping(Arc<Gateway>);
+
+#[async_trait]
+impl BackgroundService for Housekeeping {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.0.snapshot().access_log.flush(),
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.0.snapshot().access_log.flush();
+    }
+}
+
+/// Run the daemon for a parsed command line. Returns the process exit code (it returns at
+/// all only for `-t` and for configuration errors; otherwise the server runs until stopped).
+pub fn run(cli: Cli) -> i32 {
+    let gateway = match Gateway::load(&cli.conf) {
+        Ok(gw) => gw,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "portcullis: {} problem(s) in {}; nothing was started",
+                errors.0.len(),
+                cli.conf.display()
+            );
+            return 1;
+        }
+    };
+    if cli.test {
+        println!("portcullis: configuration {} is valid", cli.conf.display());
+        return 0;
+    }
+    let server = build_server(&gateway, &cli);
+    server.run_forever()
+}

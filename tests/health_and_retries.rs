@@ -1,0 +1,225 @@
+//! Health checks, backups, 503 when nothing is healthy, and retries on refused connections.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::*;
+
+const INTERVAL_MS: u64 = 100;
+const UNHEALTHY_THRESHOLD: u64 = 2;
+
+fn health_config(b: &Backends, backups: &[usize], kind: &str) -> String {
+    let path = if kind == "http" {
+        "\n      path: /healthz"
+    } else {
+        ""
+    };
+    let backends: String = (0..b.len())
+        .map(|i| {
+            format!(
+                "      - {{ address: \"{}\", backup: {} }}\n",
+                b.addr(i),
+                backups.contains(&i)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+metrics: {{ address: "{{metrics}}" }}
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    strategy: round_robin
+    retry: {{ attempts: 0 }}
+    health_check:
+      kind: {kind}{path}
+      interval: {INTERVAL_MS}ms
+      timeout: 200ms
+      healthy_threshold: 1
+      unhealthy_threshold: {UNHEALTHY_THRESHOLD}
+    backends:
+{backends}"#
+    )
+}
+
+fn healthy_gauge(gw: &Gateway, addr: std::net::SocketAddr) -> f64 {
+    gw.metric_sum(
+        "portcullis_backend_healthy",
+        &[("backend", &addr.to_string())],
+    )
+}
+
+#[test]
+fn a_killed_backend_leaves_rotation_within_interval_times_threshold_and_returns() {
+    let mut b = Backends::start(&["a", "b", "c"]);
+    let gw = Gateway::start(&health_config(&b, &[], "tcp"));
+    let c = client();
+    assert!(poll_until(Duration::from_secs(5), || healthy_gauge(
+        &gw,
+        b.addr(1)
+    ) == 1.0));
+
+    b.stop(1);
+    let stopped = Instant::now();
+    assert!(
+        poll_until(Duration::from_secs(5), || healthy_gauge(&gw, b.addr(1))
+            == 0.0),
+        "b never marked unhealthy"
+    );
+    let detected = stopped.elapsed();
+    // The verdict flips after `threshold` failed probes, one per interval; allow one more
+    // interval for probe phase and scheduling.
+    let bound =
+        Duration::from_millis(INTERVAL_MS * (UNHEALTHY_THRESHOLD + 1)) + Duration::from_millis(100);
+    assert!(
+        detected <= bound,
+        "detected after {detected:?}, bound {bound:?}"
+    );
+    // Out of rotation: with no retries configured, every request still succeeds.
+    for _ in 0..30 {
+        let (status, backend) = get(&c, &gw.url("/"));
+        assert_eq!(status, 200);
+        assert_ne!(backend, "b");
+    }
+
+    b.restart(1);
+    assert!(
+        poll_until(Duration::from_secs(5), || {
+            (0..6).any(|_| get(&c, &gw.url("/")).1 == "b")
+        }),
+        "b never returned to rotation"
+    );
+    assert!(gw.stderr().contains("is unhealthy"), "transition logged");
+    assert!(gw.stderr().contains("is healthy again"), "recovery logged");
+    assert_eq!(
+        gw.metric_sum(
+            "portcullis_backend_health_transitions_total",
+            &[("backend", &b.addr(1).to_string()), ("to", "unhealthy")]
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn http_check_uses_status_of_health_endpoint() {
+    let b = Backends::start(&["a", "b"]);
+    let gw = Gateway::start(&health_config(&b, &[], "http"));
+    let c = client();
+    b.state(0).set_health_status(503);
+    assert!(poll_until(Duration::from_secs(5), || healthy_gauge(
+        &gw,
+        b.addr(0)
+    ) == 0.0));
+    for _ in 0..10 {
+        assert_eq!(get(&c, &gw.url("/")).1, "b");
+    }
+    b.state(0).set_health_status(200);
+    assert!(poll_until(Duration::from_secs(5), || healthy_gauge(
+        &gw,
+        b.addr(0)
+    ) == 1.0));
+}
+
+#[test]
+fn backups_take_over_when_no_primary_is_healthy_and_then_503() {
+    let mut b = Backends::start(&["p1", "p2", "backup"]);
+    let gw = Gateway::start(&health_config(&b, &[2], "tcp"));
+    let c = client();
+    for _ in 0..12 {
+        assert_ne!(
+            get(&c, &gw.url("/")).1,
+            "backup",
+            "backup idle while primaries are healthy"
+        );
+    }
+    b.stop(0);
+    b.stop(1);
+    assert!(
+        poll_until(Duration::from_secs(5), || get(&c, &gw.url("/"))
+            == (200, "backup".to_string())),
+        "backup never took over"
+    );
+    for _ in 0..10 {
+        assert_eq!(get(&c, &gw.url("/")), (200, "backup".to_string()));
+    }
+    b.stop(2);
+    assert!(poll_until(Duration::from_secs(5), || get(&c, &gw.url("/"))
+        .0
+        == 503));
+    let r = c.get(gw.url("/")).send().unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().unwrap();
+    assert_eq!(status, 503, "{body} {}", gw.stderr());
+    assert!(
+        body.contains("no healthy backend"),
+        "short reason in the body: {body}"
+    );
+    // A primary coming back wins over the (also returning) backup.
+    b.restart(0);
+    b.restart(2);
+    assert!(poll_until(Duration::from_secs(5), || get(&c, &gw.url("/"))
+        .1
+        == "p1"));
+}
+
+#[test]
+fn a_refused_connection_is_retried_on_another_backend() {
+    let b = Backends::start(&["live"]);
+    let dead = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+metrics: {{ address: "{{metrics}}" }}
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    strategy: round_robin
+    backends:
+      - {{ address: "127.0.0.1:{dead}" }}
+      - {{ address: "{live}" }}
+"#,
+        live = b.addr(0)
+    ));
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &gw.url("/")), (200, "live".to_string()));
+    }
+    assert_eq!(b.requests(0), 20);
+    let dead_label = format!("127.0.0.1:{dead}");
+    let errors = gw.metric_sum(
+        "portcullis_upstream_connect_errors_total",
+        &[("backend", &dead_label)],
+    );
+    let retries = gw.metric_sum("portcullis_upstream_retries_total", &[("upstream", "pool")]);
+    assert!(
+        errors >= 10.0,
+        "round robin sends every other request to the dead backend: {errors}"
+    );
+    assert_eq!(errors, retries, "each refused connection was retried");
+}
+
+#[test]
+fn non_idempotent_requests_are_not_retried() {
+    let b = Backends::start(&["live"]);
+    let dead = free_port();
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    backends: [{{ address: "127.0.0.1:{dead}" }}]
+"#
+    ));
+    let r = client().post(gw.url("/")).body("x").send().unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "clients must not reuse the failed connection"
+    );
+    assert_eq!(b.requests(0), 0);
+}

@@ -1,0 +1,281 @@
+//! Test harness: real backends on 127.0.0.1 ephemeral ports, the real `portcullis` binary, a
+//! real HTTP client. Everything started here is stopped by `Drop`.
+#![allow(dead_code)]
+
+use portcullis::devserver::{DevServer, DevState};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Poll `f` until it returns true or `timeout` passes. Returns whether it succeeded.
+pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Dev-server backends running on their own runtime.
+pub struct Backends {
+    rt: tokio::runtime::Runtime,
+    names: Vec<String>,
+    addrs: Vec<SocketAddr>,
+    servers: Vec<Option<DevServer>>,
+}
+
+impl Backends {
+    /// Start one backend per name, each on a free port.
+    pub fn start(names: &[&str]) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut servers = Vec::new();
+        let mut addrs = Vec::new();
+        for n in names {
+            let s = rt
+                .block_on(DevServer::start(n, "127.0.0.1:0".parse().unwrap()))
+                .expect("start backend");
+            addrs.push(s.addr());
+            servers.push(Some(s));
+        }
+        Backends {
+            rt,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            addrs,
+            servers,
+        }
+    }
+
+    /// Number of backends.
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Address of backend `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i]
+    }
+
+    /// Knobs and counters of backend `i` (must be running).
+    pub fn state(&self, i: usize) -> Arc<DevState> {
+        Arc::clone(self.servers[i].as_ref().expect("backend running").state())
+    }
+
+    /// Requests answered by backend `i`.
+    pub fn requests(&self, i: usize) -> u64 {
+        self.servers[i].as_ref().map_or(0, |s| s.state().requests())
+    }
+
+    /// Stop backend `i`: its port refuses connections and its connections close.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(s) = self.servers[i].take() {
+            s.stop();
+        }
+        // Wait until the port really refuses.
+        let addr = self.addrs[i];
+        poll_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err());
+    }
+
+    /// Start backend `i` again on the same port.
+    pub fn restart(&mut self, i: usize) {
+        let addr = self.addrs[i];
+        let name = self.names[i].clone();
+        let mut started = None;
+        poll_until(Duration::from_secs(5), || {
+            started = self.rt.block_on(DevServer::start(&name, addr)).ok();
+            started.is_some()
+        });
+        self.servers[i] = Some(started.expect("restart backend on its old port"));
+    }
+}
+
+/// A `portcullis` process on a generated config.
+pub struct Gateway {
+    child: Child,
+    /// Client port.
+    pub port: u16,
+    /// Metrics port.
+    pub metrics_port: u16,
+    /// Scratch directory (config, logs).
+    pub dir: tempfile::TempDir,
+}
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+impl Gateway {
+    /// Start the gateway. In `yaml`, `{listen}`, `{metrics}` and `{dir}` are replaced by the
+    /// client address, the metrics address and the scratch directory; a `server:` section
+    /// with per-test pid file and upgrade socket is prepended unless the yaml has one.
+    pub fn start(yaml: &str) -> Self {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            match Self::try_start(yaml) {
+                Ok(gw) => return gw,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("gateway did not start: {last_err}");
+    }
+
+    fn try_start(yaml: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port();
+        let metrics_port = free_port();
+        let d = dir.path().display().to_string();
+        let mut text = yaml
+            .replace("{listen}", &format!("127.0.0.1:{port}"))
+            .replace("{metrics}", &format!("127.0.0.1:{metrics_port}"))
+            .replace("{dir}", &d);
+        if !text.contains("server:") {
+            text = format!(
+                "server:\n  threads: 2\n  pid_file: {d}/portcullis.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{text}"
+            );
+        }
+        let conf = dir.path().join("portcullis.yaml");
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let stderr =
+            std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
+        let stdout =
+            std::fs::File::create(dir.path().join("stdout.log")).map_err(|e| e.to_string())?;
+        let mut child = Command::new(binary())
+            .arg("-c")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = poll_until(Duration::from_secs(15), || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            TcpStream::connect(addr).is_ok()
+        });
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+            return Err(format!("exited with {status}: {log}"));
+        }
+        if !up {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("not listening after 15 s".into());
+        }
+        Ok(Gateway {
+            child,
+            port,
+            metrics_port,
+            dir,
+        })
+    }
+
+    /// URL of `path` on the client listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The Prometheus text.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    }
+
+    /// Sum of every sample of `name` whose labels include all of `labels` (`k="v"` pairs).
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
+    }
+
+    /// What the gateway wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("stderr.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of the samples of `name` in Prometheus text that carry all `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A blocking HTTP client (no proxy, short timeouts).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GET `url`; returns (status, x-backend header or "").
+pub fn get(c: &reqwest::blocking::Client, url: &str) -> (u16, String) {
+    match c.get(url).send() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let backend = r
+                .headers()
+                .get("x-backend")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            (status, backend)
+        }
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// The YAML of a backend list for `addrs`.
+pub fn backends_yaml(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("      - {{ address: {a} }}\n"))
+        .collect()
+}
