@@ -1,0 +1,38 @@
+# portcullis: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: all deps build run test lint bench bench-peers clean
+
+all: build
+
+## Install what the build needs (cmake, pkg-config, OpenSSL headers) if missing.
+deps:
+	@scripts/deps.sh
+
+## Release build of the gateway and the demo backend.
+build: deps
+	$(CARGO) build --release --locked --bin portcullis --example demo_backend
+
+## Build, start 3 demo backends and the gateway on conf/portcullis.yaml; Ctrl-C stops all.
+run: build
+	@scripts/run-demo.sh
+
+## The whole test suite: unit, integration (real binary, real backends on 127.0.0.1), doc tests.
+test: deps
+	$(CARGO) test --workspace --locked
+
+## Formatting and lints, as CI runs them.
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Criterion benchmarks of the hot functions (strategy picks).
+bench: deps
+	$(CARGO) bench --locked --bench pick
+
+## End-to-end comparison against nginx and minimal Pingora (needs ../shared/bench/setup.sh).
+bench-peers: build
+	@scripts/bench-peers.sh
+
+clean:
+	$(CARGO) clean
