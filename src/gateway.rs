@@ -8,6 +8,8 @@ use crate::observe::metrics::BackendSource;
 use crate::observe::Metrics;
 use crate::runtime::{compile, CompileContext, Snapshot};
 use arc_swap::ArcSwap;
+use portcullis_plugin::build::{PersistentStore, SharedMetrics};
+use portcullis_plugin::FilterRegistry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -20,14 +22,32 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     changes: watch::Sender<u64>,
     config_path: PathBuf,
+    plugins: Plugins,
+}
+
+/// What filters are built with: the registry, their metrics, their persistent state.
+pub struct Plugins {
+    /// Filter factories by name.
+    pub registry: FilterRegistry,
+    /// Get-or-register metrics for filters (in the gateway's registry).
+    pub metrics: SharedMetrics,
+    /// Filter state that survives reloads.
+    pub persistent: PersistentStore,
 }
 
 impl Gateway {
-    /// Read, check and compile the config file; nothing is started.
-    pub fn load(path: &Path) -> Result<Arc<Self>, ConfigErrors> {
+    /// Read, check and compile the config file with the filters of `registry`; nothing is
+    /// started.
+    pub fn load(path: &Path, registry: FilterRegistry) -> Result<Arc<Self>, ConfigErrors> {
         let store = StateStore::new();
         let metrics = Metrics::new();
-        let snapshot = compile_file(path, &store, &metrics, 1)?;
+        let plugins = Plugins {
+            registry,
+            metrics: SharedMetrics::new(metrics.registry().clone()),
+            persistent: PersistentStore::default(),
+        };
+        let snapshot = compile_file(path, &store, &metrics, &plugins, 1)?;
+        plugins.persistent.retain_generation(1);
         metrics.config_generation.set(1);
         let gw = Arc::new(Gateway {
             current: ArcSwap::from_pointee(snapshot),
@@ -35,6 +55,7 @@ impl Gateway {
             metrics,
             changes: watch::channel(1).0,
             config_path: path.to_path_buf(),
+            plugins,
         });
         let source: Weak<dyn BackendSource> = Arc::downgrade(&gw) as Weak<dyn BackendSource>;
         gw.metrics.register_backend_gauges(source);
@@ -67,11 +88,17 @@ impl Gateway {
         self.changes.subscribe()
     }
 
+    /// The filter registry, metrics and persistent state.
+    pub fn plugins(&self) -> &Plugins {
+        &self.plugins
+    }
+
     /// Make `snapshot` the live config.
     pub fn install(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
         let old = self.current.swap(Arc::new(snapshot));
         old.access_log.flush();
+        self.plugins.persistent.retain_generation(generation);
         self.metrics.config_generation.set(generation as i64);
         self.changes.send_replace(generation);
     }
@@ -94,6 +121,7 @@ pub fn compile_file(
     path: &Path,
     store: &StateStore,
     metrics: &Metrics,
+    plugins: &Plugins,
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
     let (cfg, source) = config::read_file(path)?;
@@ -101,6 +129,9 @@ pub fn compile_file(
         store,
         metrics,
         generation,
+        filters: &plugins.registry,
+        plugin_metrics: &plugins.metrics,
+        persistent: &plugins.persistent,
     };
     compile(&cfg, &cx).map_err(|errs| source.locate(errs))
 }

@@ -11,6 +11,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod devserver;
+pub mod filters;
 pub mod gateway;
 pub mod health;
 pub mod observe;
@@ -18,12 +19,22 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 
-/// Run the daemon with the process's command line; returns the exit code.
-pub fn main_with_args() -> i32 {
+/// The plugin API (the `portcullis-plugin` crate): write your own filters against it.
+pub use portcullis_plugin as plugin;
+
+/// Run the daemon with the process's command line and the filters in `filters`; returns the
+/// exit code. This is all a custom binary needs:
+///
+/// ```no_run
+/// let mut filters = portcullis::filters::builtin();
+/// // filters.register("my_filter", my_crate::factory);
+/// std::process::exit(portcullis::run(filters));
+/// ```
+pub fn run(filters: plugin::FilterRegistry) -> i32 {
     use clap::Parser;
     let cli = cli::Cli::parse();
     init_logging();
-    server::run(cli)
+    server::run(cli, filters)
 }
 
 /// Log to stderr, `info` and above unless `RUST_LOG` says otherwise.

@@ -4,5 +4,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    std::process::exit(portcullis::main_with_args());
+    std::process::exit(portcullis::run(portcullis::filters::builtin()));
 }

@@ -86,16 +86,25 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
     server
 }
 
-/// Periodic chores: write out buffered access-log lines.
+/// Periodic chores: write out buffered access-log lines (every 100 ms), and let filters do
+/// their housekeeping (every second).
 struct Housekeeping(Arc<Gateway>);
 
 #[async_trait]
 impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut n: u64 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.0.snapshot().access_log.flush(),
+                _ = tick.tick() => {
+                    let snapshot = self.0.snapshot();
+                    snapshot.access_log.flush();
+                    n += 1;
+                    if n % 10 == 0 {
+                        maintain_filters(&snapshot);
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -103,10 +112,20 @@ impl BackgroundService for Housekeeping {
     }
 }
 
+/// Call `maintain` once on every distinct filter instance of the snapshot.
+fn maintain_filters(snapshot: &crate::runtime::Snapshot) {
+    let mut seen = std::collections::HashSet::new();
+    for e in snapshot.filters() {
+        if seen.insert(Arc::as_ptr(&e.filter) as *const () as usize) {
+            e.filter.maintain();
+        }
+    }
+}
+
 /// Run the daemon for a parsed command line. Returns the process exit code (it returns at
 /// all only for `-t` and for configuration errors; otherwise the server runs until stopped).
-pub fn run(cli: Cli) -> i32 {
-    let gateway = match Gateway::load(&cli.conf) {
+pub fn run(cli: Cli, filters: portcullis_plugin::FilterRegistry) -> i32 {
+    let gateway = match Gateway::load(&cli.conf, filters) {
         Ok(gw) => gw,
         Err(errors) => {
             for e in errors.iter() {

@@ -54,6 +54,7 @@ pub struct Metrics {
     upstream_latency: HistogramVec,
     connect_errors: IntCounterVec,
     retries: IntCounterVec,
+    retries_refused: IntCounterVec,
     downstream_connections: IntCounterVec,
     received_bytes: IntCounterVec,
     sent_bytes: IntCounterVec,
@@ -116,6 +117,12 @@ impl Metrics {
                 &registry,
                 "portcullis_upstream_retries_total",
                 "Requests retried on another backend.",
+                &["upstream"],
+            ),
+            retries_refused: counter_vec(
+                &registry,
+                "portcullis_upstream_retries_refused_total",
+                "Retries not made because the upstream's retry budget was spent.",
                 &["upstream"],
             ),
             downstream_connections: counter_vec(
@@ -221,6 +228,11 @@ impl Metrics {
     /// A request was retried on another backend.
     pub fn count_retry(&self, upstream: &str) {
         self.retries.with_label_values(&[upstream]).inc();
+    }
+
+    /// A retry was refused by the retry budget.
+    pub fn count_retry_refused(&self, upstream: &str) {
+        self.retries_refused.with_label_values(&[upstream]).inc();
     }
 
     /// A health check changed its verdict.

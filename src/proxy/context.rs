@@ -3,6 +3,7 @@
 use crate::balance::InflightGuard;
 use crate::runtime::Snapshot;
 use http::HeaderValue;
+use portcullis_plugin::RequestState;
 use std::sync::Arc;
 
 /// Backend ids already tried by this request (retries go elsewhere). No allocation.
@@ -46,6 +47,10 @@ pub enum LocalReason {
     ConnectFailed,
     /// The backend did not answer in time.
     Timeout,
+    /// A filter answered the request (e.g. 403, 429).
+    Filter,
+    /// Filters refused every available backend (e.g. all circuits open).
+    Vetoed,
 }
 
 /// The context of one request.
@@ -77,6 +82,14 @@ pub struct RequestCtx {
     pub response_started: bool,
     /// Why the gateway answered locally, if it did.
     pub local: Option<LocalReason>,
-    /// Status written by the gateway itself (404, 503, ...), if any.
-    pub local_status: u16,
+    /// The filter that refused the last candidate, when every backend was refused.
+    pub vetoed_by: Option<Arc<str>>,
+    /// Status of the backend's response, once it arrived.
+    pub upstream_status: u16,
+    /// Attempts already reported to `on_outcome` filters.
+    pub outcomes_reported: u8,
+    /// Whether the request's final outcome was reported.
+    pub final_reported: bool,
+    /// Scratch space of the route's filters.
+    pub filter_state: RequestState,
 }

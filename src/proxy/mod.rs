@@ -1,33 +1,39 @@
-//! The HTTP proxy: Pingora's [`ProxyHttp`] phases wired to routing, selection, retries,
-//! metrics and access logs.
+//! The HTTP proxy: Pingora's [`ProxyHttp`] phases wired to routing, filters, selection,
+//! retries, metrics and access logs.
 //!
-//! Phase by phase: `request_filter` takes the live snapshot, assigns the request id and finds
-//! the route (404 when none); `upstream_peer` picks a backend the request has not tried yet
-//! and takes an in-flight slot on it; `fail_to_connect` / `error_while_proxy` count the failure
-//! against the backend and mark idempotent requests for a retry elsewhere;
-//! `upstream_response_filter` feeds the latency to the backend's estimates; `logging` records
-//! metrics and the access-log line and releases the in-flight slot (which the slot's own
-//! `Drop` also does if the request is abandoned).
+//! Phase by phase: `request_filter` takes the live snapshot, assigns the request id, finds the
+//! route (404 when none) and runs the route's `on_request` and `choose_upstream` filters;
+//! `upstream_peer` picks a backend the request has not tried and no filter refuses, and takes
+//! an in-flight slot on it; `fail_to_connect` / `error_while_proxy` count the failure against
+//! the backend and, within the retry budget, mark idempotent requests for a retry elsewhere
+//! after a backoff; `upstream_request_filter` and `response_filter` run the header filters;
+//! `logging` reports the final outcome, records metrics and the access-log line and releases
+//! the in-flight slot (which the slot's own `Drop` also does if the request is abandoned).
 
 pub mod connections;
 pub mod context;
+mod outcome;
 pub mod request_id;
 pub mod respond;
 
 pub use context::{LocalReason, RequestCtx};
 
 use crate::balance::{now_ns, InflightGuard, PickRequest};
+use crate::filters::headers::{RequestHeaders, ResponseHeaders};
 use crate::gateway::Gateway;
 use crate::observe::labels::{method_index, status_class};
 use crate::observe::metrics::RequestLabels;
 use crate::observe::AccessLogEntry;
-use crate::runtime::{router::request_host, Upstream};
+use crate::runtime::router::{request_host, Route};
+use crate::runtime::Upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use portcullis_plugin::{AttemptError, Candidate, Decision, RequestView};
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -54,35 +60,79 @@ fn upstream_of(ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
     Some(&ctx.snapshot.as_ref()?.upstreams[ctx.upstream?])
 }
 
+fn route_of(ctx: &RequestCtx) -> Option<&Route> {
+    Some(ctx.snapshot.as_ref()?.router.get(ctx.route?))
+}
+
+fn view<'a>(req: &'a RequestHeader, client_ip: Option<IpAddr>, route: &'a str) -> RequestView<'a> {
+    RequestView {
+        method: &req.method,
+        uri: &req.uri,
+        headers: &req.headers,
+        client_ip,
+        route,
+    }
+}
+
 const NO_LABEL: (u32, &str) = (u32::MAX, "");
 
 impl Proxy {
-    /// Count a failed attempt against the current backend; allow a retry elsewhere when the
-    /// request is idempotent and the upstream's retry budget is not spent.
+    /// Count a failed attempt against the current backend, report it to the outcome filters,
+    /// and allow a retry elsewhere when the request is idempotent and the upstream's retry
+    /// count and budget allow it.
     fn attempt_failed(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         e: &mut Error,
-        connect: bool,
+        kind: AttemptError,
     ) {
         let Some(up) = upstream_of(ctx).cloned() else {
             return;
         };
+        let now = now_ns();
         if let Some(g) = &ctx.backend {
-            g.state().record_failure(now_ns());
-            if connect {
+            g.state().record_failure(now);
+            if kind == AttemptError::Connect || matches!(e.etype(), ErrorType::ConnectTimedout) {
                 self.gateway
                     .metrics()
                     .count_connect_error(&up.name, g.state().label());
             }
         }
+        let mut retry = false;
         if ctx.retries < up.retry.attempts && session.req_header().method.is_idempotent() {
-            ctx.retries += 1;
-            e.set_retry(true);
-            self.gateway.metrics().count_retry(&up.name);
-        } else {
-            e.set_retry(false);
+            if up.retry.try_spend(now) {
+                ctx.retries += 1;
+                retry = true;
+                self.gateway.metrics().count_retry(&up.name);
+            } else {
+                self.gateway.metrics().count_retry_refused(&up.name);
+            }
+        }
+        e.set_retry(retry);
+        outcome::report_attempt(ctx, 0, Some(kind), retry);
+    }
+
+    /// Run the route's response filters on a header the gateway built itself.
+    fn filter_local_response(session: &Session, ctx: &mut RequestCtx, header: &mut ResponseHeader) {
+        let RequestCtx {
+            snapshot,
+            route,
+            filter_state,
+            ..
+        } = ctx;
+        let (Some(snapshot), Some(route)) = (snapshot.as_ref(), route) else {
+            return;
+        };
+        let route = snapshot.router.get(*route);
+        if route.filters.response.is_empty() {
+            return;
+        }
+        let v = view(session.req_header(), client_ip(session), &route.name);
+        let status = header.status.as_u16();
+        for e in route.filters.response.iter() {
+            e.filter
+                .on_response(&v, status, &mut ResponseHeaders(header), filter_state);
         }
     }
 }
@@ -102,18 +152,48 @@ impl ProxyHttp for Proxy {
         ctx.request_id = Some(request_id::accept_or_generate(
             req.headers.get(request_id::HEADER),
         ));
-        let found = snapshot.router.find(req);
-        if let Some(i) = found {
-            ctx.route = Some(i);
-            ctx.upstream = Some(snapshot.router.get(i).upstream);
+        let Some(i) = snapshot.router.find(req) else {
+            ctx.snapshot = Some(snapshot);
+            ctx.local = Some(LocalReason::NoRoute);
+            let body = Bytes::from_static(b"no route matches this request\n");
+            respond::respond(session, 404, body, ctx.request_id.as_ref()).await?;
+            return Ok(true);
+        };
+        let route = snapshot.router.get(i);
+        ctx.route = Some(i);
+        ctx.upstream = Some(route.upstream);
+        let filters = &route.filters;
+        let mut answer = None;
+        if !filters.request.is_empty() || !filters.choose_upstream.is_empty() {
+            let v = view(req, client_ip(session), &route.name);
+            for e in filters.request.iter() {
+                if let Decision::Respond(r) = e.filter.on_request(&v, &mut ctx.filter_state).await {
+                    answer = Some(r);
+                    break;
+                }
+            }
+            if answer.is_none() {
+                for e in filters.choose_upstream.iter() {
+                    let Some(name) = e.filter.choose_upstream(&v, &mut ctx.filter_state) else {
+                        continue;
+                    };
+                    match snapshot.upstream_index.get(name) {
+                        Some(&u) => {
+                            ctx.upstream = Some(u);
+                            break;
+                        }
+                        None => log::warn!("filter {} chose unknown upstream {name}", e.kind),
+                    }
+                }
+            }
         }
-        ctx.snapshot = Some(snapshot);
-        if found.is_some() {
-            return Ok(false);
-        }
-        ctx.local = Some(LocalReason::NoRoute);
-        let body = Bytes::from_static(b"no route matches this request\n");
-        respond::respond(session, 404, body, ctx.request_id.as_ref()).await?;
+        ctx.snapshot = Some(Arc::clone(&snapshot));
+        let Some(r) = answer else { return Ok(false) };
+        ctx.local = Some(LocalReason::Filter);
+        let mut header =
+            respond::local_header(r.status, r.body.len(), ctx.request_id.as_ref(), &r.headers)?;
+        Self::filter_local_response(session, ctx, &mut header);
+        respond::write(session, header, r.body).await?;
         Ok(true)
     }
 
@@ -125,7 +205,6 @@ impl ProxyHttp for Proxy {
         let up = upstream_of(ctx)
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
-        let now = now_ns();
         let reuse = if ctx.retry_same {
             ctx.retry_same = false;
             ctx.backend.as_ref().map(|g| Arc::clone(g.state()))
@@ -135,6 +214,14 @@ impl ProxyHttp for Proxy {
         let state = match reuse {
             Some(s) => s,
             None => {
+                if ctx.tried.count() == 0 {
+                    up.retry.on_request(now_ns());
+                } else {
+                    let wait = up.retry.backoff(ctx.retries);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let hash = match up.key_source() {
                     Some(key) => {
                         let mut buf = [0u8; 16];
@@ -146,12 +233,39 @@ impl ProxyHttp for Proxy {
                     }
                     None => 0,
                 };
-                let pick = PickRequest { hash, now };
+                let pick = PickRequest {
+                    hash,
+                    now: now_ns(),
+                };
                 let tried = &ctx.tried;
-                match up.pick(&pick, |s| !tried.contains(s.id())) {
+                let accept_filters =
+                    route_of(ctx).map_or(&[][..], |r| &r.filters.accept_backend[..]);
+                let vetoed_by = Cell::new(None);
+                let size = up.size();
+                let picked = up.pick(&pick, |s| {
+                    if tried.contains(s.id()) {
+                        return false;
+                    }
+                    let c = Candidate {
+                        addr: s.addr(),
+                        upstream: &up.name,
+                        upstream_size: size,
+                    };
+                    match accept_filters.iter().find(|e| !e.filter.accept_backend(&c)) {
+                        Some(e) => {
+                            vetoed_by.set(Some(&e.kind));
+                            false
+                        }
+                        None => true,
+                    }
+                });
+                match picked {
                     Some(s) => s,
                     None => {
-                        if ctx.tried.count() == 0 {
+                        if let Some(kind) = vetoed_by.get() {
+                            ctx.vetoed_by = Some(Arc::clone(kind));
+                            ctx.local = Some(LocalReason::Vetoed);
+                        } else if ctx.tried.count() == 0 {
                             ctx.local = Some(LocalReason::NoBackend);
                         }
                         return Err(Error::explain(
@@ -163,7 +277,7 @@ impl ProxyHttp for Proxy {
             }
         };
         ctx.tried.push(state.id());
-        ctx.attempt_started_ns = now;
+        ctx.attempt_started_ns = now_ns();
         let peer = up.peer_for(state.addr());
         ctx.backend = Some(InflightGuard::new(state));
         Ok(Box::new(peer))
@@ -182,7 +296,12 @@ impl ProxyHttp for Proxy {
         } else {
             LocalReason::ConnectFailed
         });
-        self.attempt_failed(session, ctx, &mut e, true);
+        let kind = if timeout {
+            AttemptError::Timeout
+        } else {
+            AttemptError::Connect
+        };
+        self.attempt_failed(session, ctx, &mut e, kind);
         e
     }
 
@@ -205,7 +324,7 @@ impl ProxyHttp for Proxy {
         ) {
             // No response byte yet: the backend is slow. Count it and try another one.
             ctx.local = Some(LocalReason::Timeout);
-            self.attempt_failed(session, ctx, &mut e, false);
+            self.attempt_failed(session, ctx, &mut e, AttemptError::Timeout);
         } else {
             // A pooled connection may have been closed by the backend: Pingora retries such
             // errors on a fresh connection, and we keep the same backend for it.
@@ -217,7 +336,7 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -226,6 +345,25 @@ impl ProxyHttp for Proxy {
         }
         if upstream_of(ctx).is_some_and(|u| !u.keepalive()) {
             upstream_request.insert_header(http::header::CONNECTION, "close")?;
+        }
+        let RequestCtx {
+            snapshot,
+            route,
+            filter_state,
+            ..
+        } = ctx;
+        if let (Some(snapshot), Some(route)) = (snapshot.as_ref(), route) {
+            let route = snapshot.router.get(*route);
+            if !route.filters.upstream_request.is_empty() {
+                let v = view(session.req_header(), client_ip(session), &route.name);
+                for e in route.filters.upstream_request.iter() {
+                    e.filter.on_upstream_request(
+                        &v,
+                        &mut RequestHeaders(upstream_request),
+                        filter_state,
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -243,6 +381,7 @@ impl ProxyHttp for Proxy {
         let now = now_ns();
         let latency = now.saturating_sub(ctx.attempt_started_ns);
         ctx.upstream_latency_ns = Some(latency);
+        ctx.upstream_status = status;
         ctx.response_started = true;
         if let Some(g) = &ctx.backend {
             if status >= 500 {
@@ -256,13 +395,14 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
+        Self::filter_local_response(session, ctx, response);
         Ok(())
     }
 
@@ -273,6 +413,16 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (code, body): (u16, Bytes) = match (ctx.local, e.etype()) {
+            (Some(LocalReason::Vetoed), _) => {
+                let by = ctx.vetoed_by.as_deref().unwrap_or("a filter");
+                let name = upstream_of(ctx).map_or("", |u| &u.name);
+                (
+                    503,
+                    Bytes::from(format!(
+                        "every backend of upstream {name} is refused by {by} (circuit open?)\n"
+                    )),
+                )
+            }
             (Some(LocalReason::NoBackend), _) => {
                 let name = upstream_of(ctx).map_or("", |u| &u.name);
                 (
@@ -304,8 +454,14 @@ impl ProxyHttp for Proxy {
             // The connection is not reused after a failure: say so, or a client may send its
             // next request on a socket that is about to close.
             session.set_keepalive(None);
-            if let Err(err) = respond::respond(session, code, body, ctx.request_id.as_ref()).await {
-                log::debug!("cannot send error response: {err}");
+            match respond::local_header(code, body.len(), ctx.request_id.as_ref(), &[]) {
+                Ok(mut header) => {
+                    Self::filter_local_response(session, ctx, &mut header);
+                    if let Err(err) = respond::write(session, header, body).await {
+                        log::debug!("cannot send error response: {err}");
+                    }
+                }
+                Err(err) => log::debug!("cannot build error response: {err}"),
             }
         }
         FailToProxy {
@@ -315,11 +471,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        outcome::report_final(ctx, status);
         let backend = ctx.backend.take();
         let Some(snapshot) = ctx.snapshot.take() else {
             return;
         };
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route.map(|i| snapshot.router.get(i));
         let upstream = ctx.upstream.map(|i| &snapshot.upstreams[i]);
         let req = session.req_header();

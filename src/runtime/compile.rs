@@ -2,14 +2,18 @@
 //!
 //! Nothing here starts a service or binds a socket, so `portcullis -t` runs exactly this.
 
+use super::retry::RetryPolicy;
 use super::router::{Matcher, Route, Router};
 use super::snapshot::{ListenerSpec, Snapshot};
-use super::upstream::{Connection, RetryPolicy, Upstream};
+use super::upstream::{Connection, Upstream};
 use crate::balance::{build_strategy, StateStore};
 use crate::config::model::{AccessLogConfig, Config, Protocol, UpstreamConfig};
 use crate::config::PathError;
+use crate::filters::chain::{build_filters, FilterChain};
 use crate::health::HealthSpec;
 use crate::observe::{AccessLog, Metrics};
+use portcullis_plugin::build::{PersistentStore, SharedMetrics};
+use portcullis_plugin::{BuildContext, FilterRegistry, Scope};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -28,6 +32,12 @@ pub struct CompileContext<'a> {
     pub metrics: &'a Metrics,
     /// Generation number of the result.
     pub generation: u64,
+    /// Filter factories by name.
+    pub filters: &'a FilterRegistry,
+    /// Where filters register their metrics.
+    pub plugin_metrics: &'a SharedMetrics,
+    /// Filter state that survives reloads.
+    pub persistent: &'a PersistentStore,
 }
 
 /// Check `cfg` and build the runtime snapshot; on failure, every problem found.
@@ -51,6 +61,25 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&path))),
         }
     }
+
+    let upstream_names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let build_cx = |scope| {
+        BuildContext::new(
+            scope,
+            &upstream_names,
+            cx.plugin_metrics,
+            cx.persistent,
+            cx.generation,
+        )
+    };
+    let global = build_filters(
+        &cfg.filters,
+        "filters",
+        cx.filters,
+        &build_cx(Scope::Global),
+    )
+    .map_err(|errs| errors.extend(errs))
+    .unwrap_or_default();
 
     let mut routes = Vec::new();
     let mut route_names = HashSet::new();
@@ -80,8 +109,18 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         let matcher = Matcher::compile(&r.matcher).map_err(|errs| {
             errors.extend(errs.into_iter().map(|e| e.under(&format!("{path}.match"))));
         });
-        if let (Some(up), Ok(m)) = (upstream, matcher) {
-            routes.push(Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)));
+        let own = build_filters(
+            &r.filters,
+            &format!("{path}.filters"),
+            cx.filters,
+            &build_cx(Scope::Route(&r.name)),
+        )
+        .map_err(|errs| errors.extend(errs));
+        if let (Some(up), Ok(m), Ok(own)) = (upstream, matcher, own) {
+            let chain = FilterChain::new(global.iter().cloned().chain(own).collect());
+            routes.push(
+                Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)).with_filters(chain),
+            );
         }
     }
 
@@ -107,7 +146,13 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
     if !errors.is_empty() {
         return Err(errors);
     }
+    let upstream_index = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (Arc::clone(&u.name), i))
+        .collect();
     Ok(Snapshot {
+        upstream_index,
         generation: cx.generation,
         router: Router::new(routes),
         upstreams,
@@ -264,39 +309,34 @@ fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, 
             .ok(),
     };
     let t = &u.timeouts;
-    for (key, d) in [("connect", t.connect), ("read", t.read), ("write", t.write)] {
-        if d.0.is_zero() {
+    for (key, d) in [
+        ("connect", Some(t.connect)),
+        ("read", Some(t.read)),
+        ("write", t.write),
+    ] {
+        if d.is_some_and(|d| d.0.is_zero()) {
             errors.push(PathError::at(
                 format!("timeouts.{key}"),
                 "must be greater than 0",
             ));
         }
     }
-    if u.retry.attempts > MAX_RETRIES {
-        errors.push(PathError::at(
-            "retry.attempts",
-            format!(
-                "must be between 0 and {MAX_RETRIES}, got {}",
-                u.retry.attempts
-            ),
-        ));
-    }
+    let retry = RetryPolicy::compile(&u.retry)
+        .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("retry"))))
+        .ok();
     if !errors.is_empty() {
         return Err(errors);
     }
-    let Some(factory) = factory else {
+    let (Some(factory), Some(retry)) = (factory, retry) else {
         return Err(errors);
     };
     let conn = Connection::new(
         t.connect.0,
         t.read.0,
-        t.write.0,
+        t.write.map(|d| d.0),
         t.idle.0,
         u.keepalive.enabled,
     );
-    let retry = RetryPolicy {
-        attempts: u.retry.attempts,
-    };
     Ok(Upstream::new(
         &u.name, factory, backends, conn, retry, health,
     ))

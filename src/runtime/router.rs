@@ -7,6 +7,7 @@
 
 use crate::config::model::{HeaderMatchConfig, MatchConfig, PathMatchConfig};
 use crate::config::PathError;
+use crate::filters::FilterChain;
 use http::header::HeaderName;
 use pingora::http::RequestHeader;
 use prometheus::IntCounter;
@@ -26,6 +27,8 @@ pub struct Route {
     pub bytes_in: IntCounter,
     /// Response body bytes sent on this route.
     pub bytes_out: IntCounter,
+    /// Global filters, then the route's own.
+    pub filters: FilterChain,
     matcher: Matcher,
 }
 
@@ -43,8 +46,15 @@ impl Route {
             upstream,
             bytes_in: bytes.0,
             bytes_out: bytes.1,
+            filters: FilterChain::default(),
             matcher,
         }
+    }
+
+    /// The same route with this filter chain.
+    pub fn with_filters(mut self, filters: FilterChain) -> Self {
+        self.filters = filters;
+        self
     }
 }
 

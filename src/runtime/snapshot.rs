@@ -6,6 +6,7 @@ use super::upstream::Upstream;
 use crate::config::model::{Protocol, ServerSection};
 use crate::health::HealthTarget;
 use crate::observe::AccessLog;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,12 +38,23 @@ pub struct Snapshot {
     pub metrics_addr: Option<SocketAddr>,
     /// Pingora process settings.
     pub server: ServerSection,
+    /// Upstream name → index.
+    pub upstream_index: HashMap<Arc<str>, usize>,
 }
 
 impl Snapshot {
     /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.iter().find(|u| &*u.name == name)
+        self.upstream_index.get(name).map(|&i| &self.upstreams[i])
+    }
+
+    /// Every filter instance of every route (the global ones appear once per route), for
+    /// housekeeping.
+    pub fn filters(&self) -> impl Iterator<Item = &crate::filters::chain::Entry> {
+        self.router
+            .routes()
+            .iter()
+            .flat_map(|r| r.filters.all.iter())
     }
 
     /// Every backend with an active health check, in config order.

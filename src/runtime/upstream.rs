@@ -5,6 +5,7 @@
 //! [`BackendSelection`](pingora::lb::selection::BackendSelection) contract) whenever health or
 //! enablement changes, so strategies always balance over exactly the members that may serve.
 
+use super::retry::RetryPolicy;
 use crate::balance::{
     BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
 };
@@ -13,6 +14,7 @@ use arc_swap::ArcSwap;
 use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,13 +36,6 @@ impl UpstreamBackend {
     }
 }
 
-/// Retry policy.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Extra attempts after the first.
-    pub attempts: u32,
-}
-
 /// Everything needed to reach an upstream's backends.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -55,14 +50,14 @@ impl Connection {
     pub fn new(
         connect: Duration,
         read: Duration,
-        write: Duration,
+        write: Option<Duration>,
         idle: Duration,
         keepalive: bool,
     ) -> Self {
         let mut peer = HttpPeer::new(SocketAddr::from(([127, 0, 0, 1], 1)), false, String::new());
         peer.options.connection_timeout = Some(connect);
         peer.options.read_timeout = Some(read);
-        peer.options.write_timeout = Some(write);
+        peer.options.write_timeout = write;
         peer.options.idle_timeout = Some(if keepalive { idle } else { Duration::ZERO });
         Connection { peer, keepalive }
     }
@@ -77,6 +72,7 @@ pub struct Upstream {
     factory: Arc<dyn StrategyFactory>,
     key: Option<KeySource>,
     backends: Mutex<Vec<UpstreamBackend>>,
+    size: AtomicUsize,
     selector: ArcSwap<Selector>,
     conn: Connection,
     /// Retry policy.
@@ -110,6 +106,7 @@ impl Upstream {
             label_id: crate::observe::labels::intern(name),
             factory,
             key,
+            size: AtomicUsize::new(backends.len()),
             backends: Mutex::new(backends),
             selector,
             conn,
@@ -173,6 +170,12 @@ impl Upstream {
     /// Whether upstream connections are reused.
     pub fn keepalive(&self) -> bool {
         self.conn.keepalive
+    }
+
+    /// Number of configured backends (primary and backup).
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.size.load(Relaxed)
     }
 
     /// The configured backends (primary and backup).

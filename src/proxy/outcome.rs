@@ -1,0 +1,79 @@
+//! Reporting attempts to `on_outcome` filters: each attempt exactly once, and every request
+//! at least once (with no backend when none was reached).
+
+use super::context::{LocalReason, RequestCtx};
+use crate::balance::now_ns;
+use portcullis_plugin::{AttemptError, Outcome};
+use std::time::Duration;
+
+fn report(ctx: &RequestCtx, status: u16, error: Option<AttemptError>, retried: bool) {
+    let Some(snapshot) = ctx.snapshot.as_ref() else {
+        return;
+    };
+    let Some(route) = ctx.route.map(|i| snapshot.router.get(i)) else {
+        return;
+    };
+    if route.filters.outcome.is_empty() {
+        return;
+    }
+    let upstream = ctx.upstream.map(|i| &snapshot.upstreams[i]);
+    let backend = ctx.backend.as_ref().map(|g| g.state().addr());
+    let latency = if backend.is_some() {
+        Duration::from_nanos(now_ns().saturating_sub(ctx.attempt_started_ns))
+    } else {
+        Duration::ZERO
+    };
+    let o = Outcome {
+        route: &route.name,
+        upstream: upstream.map_or("", |u| &u.name),
+        upstream_size: upstream.map_or(0, |u| u.size()),
+        backend,
+        status,
+        latency,
+        error,
+        retried,
+        attempt: u32::from(ctx.tried.count()),
+    };
+    for e in route.filters.outcome.iter() {
+        e.filter.on_outcome(&o);
+    }
+}
+
+/// A failed attempt (before any response).
+pub fn report_attempt(
+    ctx: &mut RequestCtx,
+    status: u16,
+    error: Option<AttemptError>,
+    retried: bool,
+) {
+    report(ctx, status, error, retried);
+    ctx.outcomes_reported = ctx.tried.count();
+    if !retried {
+        ctx.final_reported = true;
+    }
+}
+
+/// The end of the request: report the last attempt unless a failure hook already did.
+pub fn report_final(ctx: &mut RequestCtx, status: u16) {
+    if ctx.final_reported {
+        return;
+    }
+    ctx.final_reported = true;
+    if ctx.tried.count() > 0 && ctx.outcomes_reported >= ctx.tried.count() {
+        return;
+    }
+    let error = match (ctx.backend.is_some(), ctx.response_started) {
+        (true, false) => Some(match ctx.local {
+            Some(LocalReason::Timeout) => AttemptError::Timeout,
+            Some(LocalReason::ConnectFailed) => AttemptError::Connect,
+            _ => AttemptError::Other,
+        }),
+        _ => None,
+    };
+    let status = if ctx.response_started {
+        ctx.upstream_status
+    } else {
+        status
+    };
+    report(ctx, status, error, false);
+}

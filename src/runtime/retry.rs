@@ -1,0 +1,212 @@
+//! Retry policy: how many attempts, the backoff between them, and the budget that caps them.
+
+use crate::config::model::{BackoffConfig, BudgetConfig, RetryConfig};
+use crate::config::PathError;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A compiled retry policy.
+#[derive(Debug)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub attempts: u32,
+    backoff: Option<(Duration, Duration)>,
+    budget: Option<RetryBudget>,
+}
+
+impl RetryPolicy {
+    /// Compile the `retry` section (errors relative to it).
+    pub fn compile(c: &RetryConfig) -> Result<Self, Vec<PathError>> {
+        let mut errors = Vec::new();
+        if c.attempts > super::compile::MAX_RETRIES {
+            errors.push(PathError::at(
+                "attempts",
+                format!(
+                    "must be between 0 and {}, got {}",
+                    super::compile::MAX_RETRIES,
+                    c.attempts
+                ),
+            ));
+        }
+        if let Some(BackoffConfig { base, max }) = &c.backoff {
+            if base.0.is_zero() || max.0 < base.0 {
+                errors.push(PathError::at("backoff", "base must be > 0 and max >= base"));
+            }
+        }
+        if let Some(b) = &c.budget {
+            if !(0.0..=10.0).contains(&b.ratio) {
+                errors.push(PathError::at(
+                    "budget.ratio",
+                    format!("must be between 0 and 10, got {}", b.ratio),
+                ));
+            }
+            if !(1..=60).contains(&b.window.0.as_secs()) {
+                errors.push(PathError::at("budget.window", "must be between 1s and 60s"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(RetryPolicy {
+            attempts: c.attempts,
+            backoff: c.backoff.as_ref().map(|b| (b.base.0, b.max.0)),
+            budget: c.budget.as_ref().map(RetryBudget::new),
+        })
+    }
+
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryPolicy {
+            attempts: 0,
+            backoff: None,
+            budget: None,
+        }
+    }
+
+    /// Count a new request (deposits into the budget).
+    #[inline]
+    pub fn on_request(&self, now_ns: u64) {
+        if let Some(b) = &self.budget {
+            b.add(now_ns, false);
+        }
+    }
+
+    /// Whether the budget allows one more retry now (and if so, spends it).
+    pub fn try_spend(&self, now_ns: u64) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.try_spend(now_ns))
+    }
+
+    /// How long to wait before retry number `n` (1-based): uniform in
+    /// `[0, min(max, base * 2^(n-1)))`.
+    pub fn backoff(&self, n: u32) -> Duration {
+        match self.backoff {
+            None => Duration::ZERO,
+            Some((base, max)) => {
+                let cap = base
+                    .saturating_mul(1 << (n.saturating_sub(1)).min(16))
+                    .min(max);
+                let nanos = cap.as_nanos() as u64;
+                Duration::from_nanos(if nanos == 0 {
+                    0
+                } else {
+                    fastrand::u64(..nanos)
+                })
+            }
+        }
+    }
+}
+
+const SEC: u64 = 1_000_000_000;
+const SLOTS: usize = 64;
+
+/// Retries allowed over a sliding window: `ratio * requests + min_per_second * window`.
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_per_second: u32,
+    window_secs: u64,
+    slots: [(AtomicU64, AtomicU32, AtomicU32); SLOTS],
+}
+
+impl RetryBudget {
+    /// A budget with these parameters.
+    pub fn new(c: &BudgetConfig) -> Self {
+        RetryBudget {
+            ratio: c.ratio,
+            min_per_second: c.min_per_second,
+            window_secs: c.window.0.as_secs().clamp(1, SLOTS as u64 - 1),
+            slots: std::array::from_fn(|_| {
+                (
+                    AtomicU64::new(u64::MAX),
+                    AtomicU32::new(0),
+                    AtomicU32::new(0),
+                )
+            }),
+        }
+    }
+
+    fn add(&self, now_ns: u64, retry: bool) {
+        let sec = now_ns / SEC;
+        let (epoch, requests, retries) = &self.slots[(sec as usize) % SLOTS];
+        if epoch.swap(sec, Relaxed) != sec {
+            requests.store(0, Relaxed);
+            retries.store(0, Relaxed);
+        }
+        if retry {
+            retries.fetch_add(1, Relaxed);
+        } else {
+            requests.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// (requests, retries) in the window.
+    fn totals(&self, now_ns: u64) -> (u64, u64) {
+        let sec = now_ns / SEC;
+        self.slots
+            .iter()
+            .filter(|(e, _, _)| {
+                let e = e.load(Relaxed);
+                e != u64::MAX && e <= sec && sec - e < self.window_secs
+            })
+            .fold((0, 0), |(q, r), (_, req, ret)| {
+                (
+                    q + u64::from(req.load(Relaxed)),
+                    r + u64::from(ret.load(Relaxed)),
+                )
+            })
+    }
+
+    /// Spend one retry if the budget has room.
+    pub fn try_spend(&self, now_ns: u64) -> bool {
+        let (requests, retries) = self.totals(now_ns);
+        let allowed =
+            self.ratio * requests as f64 + f64::from(self.min_per_second) * self.window_secs as f64;
+        if (retries as f64) < allowed {
+            self.add(now_ns, true);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::duration::Dur;
+
+    #[test]
+    fn budget_allows_ratio_of_requests_plus_a_floor() {
+        let b = RetryBudget::new(&BudgetConfig {
+            ratio: 0.2,
+            min_per_second: 1,
+            window: Dur::secs(10),
+        });
+        let now = 100 * SEC;
+        for _ in 0..100 {
+            b.add(now, false);
+        }
+        let granted = (0..1000).filter(|_| b.try_spend(now)).count();
+        assert_eq!(granted, 30, "0.2 * 100 + 1/s * 10 s");
+        // Outside the window everything has expired: only the floor is left.
+        let later = now + 20 * SEC;
+        assert_eq!((0..1000).filter(|_| b.try_spend(later)).count(), 10);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_capped() {
+        let p = RetryPolicy::compile(&RetryConfig::default()).unwrap();
+        for n in 1..8 {
+            let cap = Duration::from_millis(25 * (1 << (n - 1))).min(Duration::from_millis(250));
+            for _ in 0..200 {
+                assert!(p.backoff(n) < cap);
+            }
+        }
+        let off = RetryPolicy::compile(&RetryConfig {
+            backoff: None,
+            ..RetryConfig::default()
+        })
+        .unwrap();
+        assert_eq!(off.backoff(3), Duration::ZERO);
+    }
+}
