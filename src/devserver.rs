@@ -18,6 +18,7 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct DevState {
     name: String,
+    arrivals: AtomicU64,
     requests: AtomicU64,
     inflight: AtomicU32,
     max_inflight: AtomicU32,
@@ -27,6 +28,10 @@ pub struct DevState {
 }
 
 impl DevState {
+    /// Requests received, counted on arrival (health checks excluded).
+    pub fn arrivals(&self) -> u64 {
+        self.arrivals.load(Relaxed)
+    }
     /// Requests answered (health checks excluded).
     pub fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
@@ -178,6 +183,7 @@ async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std:
     let (status, body) = if health {
         (state.health_status.load(Relaxed), "ok\n".to_string())
     } else {
+        state.arrivals.fetch_add(1, Relaxed);
         let now = state.inflight.fetch_add(1, Relaxed) + 1;
         state.max_inflight.fetch_max(now, Relaxed);
         let delay = state.delay_ms.load(Relaxed);

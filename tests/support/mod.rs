@@ -80,6 +80,11 @@ impl Backends {
         Arc::clone(self.servers[i].as_ref().expect("backend running").state())
     }
 
+    /// Requests that arrived at backend `i`.
+    pub fn arrivals(&self, i: usize) -> u64 {
+        self.servers[i].as_ref().map_or(0, |s| s.state().arrivals())
+    }
+
     /// Requests answered by backend `i`.
     pub fn requests(&self, i: usize) -> u64 {
         self.servers[i].as_ref().map_or(0, |s| s.state().requests())
@@ -108,6 +113,20 @@ impl Backends {
     }
 }
 
+/// The example custom binary `examples/custom_gateway.rs` (cargo builds examples before it
+/// runs integration tests).
+pub fn example_binary(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().expect("test binary path");
+    let dir = deps.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (cargo test builds examples)",
+        path.display()
+    );
+    path
+}
+
 /// A `portcullis` process on a generated config.
 pub struct Gateway {
     child: Child,
@@ -129,9 +148,14 @@ impl Gateway {
     /// client address, the metrics address and the scratch directory; a `server:` section
     /// with per-test pid file and upgrade socket is prepended unless the yaml has one.
     pub fn start(yaml: &str) -> Self {
+        Self::start_binary(&binary(), yaml)
+    }
+
+    /// Like [`Gateway::start`] with another binary (e.g. a custom build from `examples/`).
+    pub fn start_binary(bin: &std::path::Path, yaml: &str) -> Self {
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Self::try_start(yaml) {
+            match Self::try_start(bin, yaml) {
                 Ok(gw) => return gw,
                 Err(e) => last_err = e,
             }
@@ -139,7 +163,7 @@ impl Gateway {
         panic!("gateway did not start: {last_err}");
     }
 
-    fn try_start(yaml: &str) -> Result<Self, String> {
+    fn try_start(bin: &std::path::Path, yaml: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = free_port();
         let metrics_port = free_port();
@@ -159,7 +183,7 @@ impl Gateway {
             std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
         let stdout =
             std::fs::File::create(dir.path().join("stdout.log")).map_err(|e| e.to_string())?;
-        let mut child = Command::new(binary())
+        let mut child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "info")

@@ -204,10 +204,19 @@ impl Breaker {
     }
 
     /// May a request go to this backend now? Also returns the Open → HalfOpen transition
-    /// when the open period is over.
-    pub fn admit(&self, p: &BreakerPolicy, now: u64) -> (bool, Option<(State, State)>) {
+    /// when the open period is over. `now` is only read when the circuit is not closed.
+    pub fn admit(
+        &self,
+        p: &BreakerPolicy,
+        now: impl FnOnce() -> u64,
+    ) -> (bool, Option<(State, State)>) {
         let mut transition = None;
-        match self.state() {
+        let state = self.state();
+        if state == State::Closed {
+            return (true, None);
+        }
+        let now = now();
+        match state {
             State::Closed => return (true, None),
             State::Open => {
                 if now < self.open_until.load(Relaxed) {

@@ -34,6 +34,7 @@ use portcullis_plugin::{BuildContext, Candidate, Dur, Filter, FilterError, Hooks
 use prometheus::{IntCounterVec, IntGaugeVec};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,10 +84,41 @@ fn default_max_ejection() -> u32 {
     50
 }
 
+/// A cheap hasher for socket addresses (the map is read on every candidate check).
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+
 /// Every breaker of one filter scope, by backend address. Survives reloads.
 #[derive(Default)]
 struct Breakers {
-    map: ArcSwap<HashMap<SocketAddr, Arc<Breaker>>>,
+    map: ArcSwap<AddrMap<Arc<Breaker>>>,
     insert: Mutex<()>,
 }
 
@@ -104,7 +136,7 @@ impl Breakers {
             return b;
         }
         let b = Arc::new(Breaker::new(upstream));
-        let mut next = HashMap::clone(&self.map.load());
+        let mut next = AddrMap::clone(&self.map.load());
         next.insert(addr, Arc::clone(&b));
         self.map.store(Arc::new(next));
         b
@@ -135,81 +167,88 @@ pub fn factory(
     config: &serde_yaml::Value,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
-    let c: Config = parse_config(config)?;
-    if let Some(r) = c.failure_ratio {
-        if !(r > 0.0 && r <= 1.0) {
-            return Err(FilterError::at(
-                "failure_ratio",
-                format!("must be in (0, 1], got {r}"),
+    Ok(Arc::new(CircuitBreaker::build(config, cx)?))
+}
+
+impl CircuitBreaker {
+    /// Build from config (the factory, typed).
+    pub fn build(config: &serde_yaml::Value, cx: &BuildContext<'_>) -> Result<Self, FilterError> {
+        let c: Config = parse_config(config)?;
+        if let Some(r) = c.failure_ratio {
+            if !(r > 0.0 && r <= 1.0) {
+                return Err(FilterError::at(
+                    "failure_ratio",
+                    format!("must be in (0, 1], got {r}"),
+                ));
+            }
+        }
+        if c.consecutive_failures == 0 && c.failure_ratio.is_none() {
+            return Err(FilterError::here(
+                "set `consecutive_failures` > 0 or a `failure_ratio`, or the breaker never opens",
             ));
         }
-    }
-    if c.consecutive_failures == 0 && c.failure_ratio.is_none() {
-        return Err(FilterError::here(
-            "set `consecutive_failures` > 0 or a `failure_ratio`, or the breaker never opens",
-        ));
-    }
-    for (i, s) in c.failure_statuses.iter().enumerate() {
-        if !(100..=599).contains(s) {
+        for (i, s) in c.failure_statuses.iter().enumerate() {
+            if !(100..=599).contains(s) {
+                return Err(FilterError::at(
+                    format!("failure_statuses[{i}]"),
+                    "must be an HTTP status (100-599)",
+                ));
+            }
+            if (400..500).contains(s) {
+                return Err(FilterError::at(
+                    format!("failure_statuses[{i}]"),
+                    "a 4xx is the client's fault and never a backend failure",
+                ));
+            }
+        }
+        if c.window.0 < Duration::from_secs(1) {
+            return Err(FilterError::at("window", "must be at least 1s"));
+        }
+        if c.open_time.0.is_zero() || c.max_open_time.0 < c.open_time.0 {
             return Err(FilterError::at(
-                format!("failure_statuses[{i}]"),
-                "must be an HTTP status (100-599)",
+                "max_open_time",
+                "open_time must be > 0 and max_open_time >= open_time",
             ));
         }
-        if (400..500).contains(s) {
+        if c.half_open_requests == 0 {
+            return Err(FilterError::at("half_open_requests", "must be at least 1"));
+        }
+        if c.max_ejection_percent > 100 {
             return Err(FilterError::at(
-                format!("failure_statuses[{i}]"),
-                "a 4xx is the client's fault and never a backend failure",
+                "max_ejection_percent",
+                "must be between 0 and 100",
             ));
         }
+        let scope = cx.scope().label().to_string();
+        let breakers = cx.persistent(&format!("circuit_breaker/{scope}"), Breakers::default);
+        let state_gauge = cx.int_gauge_vec(
+            "portcullis_circuit_breaker_state",
+            "Circuit state per backend: 0 closed, 1 open, 2 half-open.",
+            &["route", "backend"],
+        )?;
+        let transitions = cx.int_counter_vec(
+            "portcullis_circuit_breaker_transitions_total",
+            "Circuit state changes, by route, backend and new state.",
+            &["route", "backend", "to"],
+        )?;
+        Ok(CircuitBreaker {
+            policy: BreakerPolicy {
+                consecutive_failures: c.consecutive_failures,
+                failure_ratio: c.failure_ratio,
+                min_requests: c.min_requests,
+                window: c.window.0,
+                failure_statuses: c.failure_statuses,
+                open_time: c.open_time.0,
+                max_open_time: c.max_open_time.0,
+                half_open_requests: c.half_open_requests,
+            },
+            max_ejection_percent: c.max_ejection_percent,
+            breakers,
+            scope,
+            state_gauge,
+            transitions,
+        })
     }
-    if c.window.0 < Duration::from_secs(1) {
-        return Err(FilterError::at("window", "must be at least 1s"));
-    }
-    if c.open_time.0.is_zero() || c.max_open_time.0 < c.open_time.0 {
-        return Err(FilterError::at(
-            "max_open_time",
-            "open_time must be > 0 and max_open_time >= open_time",
-        ));
-    }
-    if c.half_open_requests == 0 {
-        return Err(FilterError::at("half_open_requests", "must be at least 1"));
-    }
-    if c.max_ejection_percent > 100 {
-        return Err(FilterError::at(
-            "max_ejection_percent",
-            "must be between 0 and 100",
-        ));
-    }
-    let scope = cx.scope().label().to_string();
-    let breakers = cx.persistent(&format!("circuit_breaker/{scope}"), Breakers::default);
-    let state_gauge = cx.int_gauge_vec(
-        "portcullis_circuit_breaker_state",
-        "Circuit state per backend: 0 closed, 1 open, 2 half-open.",
-        &["route", "backend"],
-    )?;
-    let transitions = cx.int_counter_vec(
-        "portcullis_circuit_breaker_transitions_total",
-        "Circuit state changes, by route, backend and new state.",
-        &["route", "backend", "to"],
-    )?;
-    Ok(Arc::new(CircuitBreaker {
-        policy: BreakerPolicy {
-            consecutive_failures: c.consecutive_failures,
-            failure_ratio: c.failure_ratio,
-            min_requests: c.min_requests,
-            window: c.window.0,
-            failure_statuses: c.failure_statuses,
-            open_time: c.open_time.0,
-            max_open_time: c.max_open_time.0,
-            half_open_requests: c.half_open_requests,
-        },
-        max_ejection_percent: c.max_ejection_percent,
-        breakers,
-        scope,
-        state_gauge,
-        transitions,
-    }))
 }
 
 impl CircuitBreaker {
@@ -251,7 +290,7 @@ impl Filter for CircuitBreaker {
         let Some(b) = self.breakers.get(&c.addr) else {
             return true;
         };
-        let (ok, transition) = b.admit(&self.policy, breaker::now_ns());
+        let (ok, transition) = b.admit(&self.policy, breaker::now_ns);
         if let Some((from, to)) = transition {
             self.report(c.addr, from, to, "open period over, probing");
         }

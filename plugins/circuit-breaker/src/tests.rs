@@ -32,13 +32,13 @@ fn opens_after_consecutive_failures_and_probes_after_the_open_time() {
     assert_eq!(b.record(&p, true, 4 * MS, always), None);
     let t = b.record(&p, true, 5 * MS, always).unwrap();
     assert_eq!((t.0, t.1), (State::Closed, State::Open));
-    assert!(!b.admit(&p, 50 * MS).0, "open: skipped");
+    assert!(!b.admit(&p, || 50 * MS).0, "open: skipped");
     // After 100 ms: half-open, two probes pass, a third waits.
-    let (ok, tr) = b.admit(&p, 106 * MS);
+    let (ok, tr) = b.admit(&p, || 106 * MS);
     assert!(ok);
     assert_eq!(tr, Some((State::Open, State::HalfOpen)));
-    assert!(b.admit(&p, 107 * MS).0);
-    assert!(!b.admit(&p, 108 * MS).0);
+    assert!(b.admit(&p, || 107 * MS).0);
+    assert!(!b.admit(&p, || 108 * MS).0);
     assert_eq!(
         b.record(&p, false, 110 * MS, always),
         None,
@@ -46,7 +46,7 @@ fn opens_after_consecutive_failures_and_probes_after_the_open_time() {
     );
     let t = b.record(&p, false, 111 * MS, always).unwrap();
     assert_eq!((t.0, t.1), (State::HalfOpen, State::Closed));
-    assert!(b.admit(&p, 112 * MS).0);
+    assert!(b.admit(&p, || 112 * MS).0);
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn a_failed_probe_reopens_for_longer_up_to_the_cap() {
     for _ in 0..4 {
         // Find when it lets a probe through again.
         let opened = now;
-        while !b.admit(&p, now).0 {
+        while !b.admit(&p, || now).0 {
             now += MS;
         }
         periods.push((now - opened) / MS);

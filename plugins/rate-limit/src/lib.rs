@@ -20,7 +20,7 @@
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
 use portcullis_plugin::build::parse_config;
@@ -113,61 +113,70 @@ pub fn factory(
     config: &serde_yaml::Value,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
-    let c: Config = parse_config(config)?;
-    let rate =
-        NonZeroU32::new(c.rate).ok_or_else(|| FilterError::at("rate", "must be at least 1"))?;
-    let key = parse_key(&c.key)?;
-    if c.max_keys == 0 {
-        return Err(FilterError::at("max_keys", "must be at least 1"));
+    Ok(Arc::new(RateLimit::build(config, cx)?))
+}
+
+impl RateLimit {
+    /// Build from config (the factory, typed).
+    pub fn build(config: &serde_yaml::Value, cx: &BuildContext<'_>) -> Result<Self, FilterError> {
+        let c: Config = parse_config(config)?;
+        let rate =
+            NonZeroU32::new(c.rate).ok_or_else(|| FilterError::at("rate", "must be at least 1"))?;
+        let key = parse_key(&c.key)?;
+        if c.max_keys == 0 {
+            return Err(FilterError::at("max_keys", "must be at least 1"));
+        }
+        let window = match c.per {
+            Per::Second => Duration::from_secs(1),
+            Per::Minute => Duration::from_secs(60),
+        };
+        let capacity = c
+            .rate
+            .checked_add(c.burst)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| FilterError::at("burst", "rate + burst is too large"))?;
+        let quota = Quota::with_period(window / rate.get())
+            .ok_or_else(|| FilterError::at("rate", "too high for the period"))?
+            .allow_burst(capacity);
+        let state_key = format!(
+            "rate_limit/{}/{}/{:?}/{}/{}",
+            cx.scope().label(),
+            c.rate,
+            c.per,
+            c.burst,
+            c.key
+        );
+        let limiters = cx.persistent(&state_key, || Limiters {
+            direct: RateLimiter::direct(quota),
+            keyed: ArcSwap::from_pointee(RateLimiter::keyed(quota)),
+        });
+        let limited = cx
+            .int_counter_vec(
+                "portcullis_rate_limited_total",
+                "Requests refused by a rate_limit filter, by route.",
+                &["route"],
+            )?
+            .with_label_values(&[cx.scope().label()]);
+        let policy = HeaderValue::from_str(&format!(
+            "\"{}\";q={};w={}",
+            policy_name(cx),
+            c.rate,
+            window.as_secs()
+        ))
+        .map_err(|_| {
+            FilterError::here("route name cannot be used in the RateLimit-Policy header")
+        })?;
+        Ok(RateLimit {
+            key,
+            quota,
+            max_keys: c.max_keys,
+            limiters,
+            hasher: RandomState::new(),
+            limited,
+            policy,
+            window_secs: window.as_secs(),
+        })
     }
-    let window = match c.per {
-        Per::Second => Duration::from_secs(1),
-        Per::Minute => Duration::from_secs(60),
-    };
-    let capacity = c
-        .rate
-        .checked_add(c.burst)
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| FilterError::at("burst", "rate + burst is too large"))?;
-    let quota = Quota::with_period(window / rate.get())
-        .ok_or_else(|| FilterError::at("rate", "too high for the period"))?
-        .allow_burst(capacity);
-    let state_key = format!(
-        "rate_limit/{}/{}/{:?}/{}/{}",
-        cx.scope().label(),
-        c.rate,
-        c.per,
-        c.burst,
-        c.key
-    );
-    let limiters = cx.persistent(&state_key, || Limiters {
-        direct: RateLimiter::direct(quota),
-        keyed: ArcSwap::from_pointee(RateLimiter::keyed(quota)),
-    });
-    let limited = cx
-        .int_counter_vec(
-            "portcullis_rate_limited_total",
-            "Requests refused by a rate_limit filter, by route.",
-            &["route"],
-        )?
-        .with_label_values(&[cx.scope().label()]);
-    let policy = HeaderValue::from_str(&format!(
-        "\"{}\";q={};w={}",
-        policy_name(cx),
-        c.rate,
-        window.as_secs()
-    ))
-    .map_err(|_| FilterError::here("route name cannot be used in the RateLimit-Policy header"))?;
-    Ok(Arc::new(RateLimit {
-        key,
-        quota,
-        max_keys: c.max_keys,
-        limiters,
-        hasher: RandomState::new(),
-        limited,
-        policy,
-        window_secs: window.as_secs(),
-    }))
 }
 
 fn policy_name(cx: &BuildContext<'_>) -> String {
@@ -210,12 +219,17 @@ impl RateLimit {
 
     /// `Ok` to let the request through, `Err(wait)` when it must wait `wait`.
     pub fn check(&self, req: &RequestView<'_>) -> Result<(), Duration> {
-        let clock = DefaultClock::default();
-        let result = match self.key {
-            Key::Route => self.limiters.direct.check(),
-            _ => self.limiters.keyed.load().check_key(&self.key_of(req)),
-        };
-        result.map_err(|not_until| not_until.wait_time_from(clock.now()))
+        match self.key {
+            Key::Route => {
+                let l = &self.limiters.direct;
+                l.check().map_err(|n| n.wait_time_from(l.clock().now()))
+            }
+            _ => {
+                let l = self.limiters.keyed.load();
+                l.check_key(&self.key_of(req))
+                    .map_err(|n| n.wait_time_from(l.clock().now()))
+            }
+        }
     }
 
     fn refusal(&self, wait: Duration) -> Response {
