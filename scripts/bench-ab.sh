@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Interleaved A/B of portcullis configs, measured like ../shared/bench/peers.sh: three nginx
+# backends on 127.0.0.1:19001-19003 (one worker), the proxy pinned to CPU 1, wrk -t1 -c50
+# pinned to CPU 0, proxy CPU = utime+stime of its process tree. Rounds alternate the variants
+# so both see the same machine state.
+#   scripts/bench-ab.sh ROUNDS NAME=ROUTE_YAML_FILE [NAME=ROUTE_YAML_FILE ...]
+# Each variant runs scripts/bench-target.sh with BENCH_ROUTE_YAML (route filters) and
+# BENCH_EXTRA_YAML (extra upstreams) from the files <file> and <file>.extra (if present).
+# Only 127.0.0.1 is used; every run is bounded by wrk's duration.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+rounds=$1; shift
+DURATION=${DURATION:-10}
+for t in wrk nginx taskset; do command -v $t >/dev/null || { echo "missing $t (../shared/bench/setup.sh)" >&2; exit 1; }; done
+W=$(mktemp -d /tmp/bench-ab.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; sleep 0.5; for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+mkdir -p "$W/tmp"
+cat >"$W/nginx.conf" <<EOF
+daemon off; worker_processes 1; pid $W/nginx.pid; error_log $W/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; default_type text/plain;
+  client_body_temp_path $W/tmp/b; proxy_temp_path $W/tmp/p; fastcgi_temp_path $W/tmp/f; uwsgi_temp_path $W/tmp/u; scgi_temp_path $W/tmp/s;
+  server { listen 127.0.0.1:19001; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:19002; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
+  server { listen 127.0.0.1:19003; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
+}
+EOF
+taskset -c 0 nginx -p "$W" -c "$W/nginx.conf" -e "$W/error.log" & pids+=($!)
+sleep 0.5
+ticks() { local s=0 p; for p in "$1" $(pgrep -P "$1" || true); do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $s; }
+printf '%-12s %8s %8s %8s %9s\n' name req/s p50ms p99ms cpu/10k
+for r in $(seq "$rounds"); do
+  for v in "$@"; do
+    name=${v%%=*}; file=${v#*=}
+    d=$W/$name-$r; mkdir -p "$d"
+    route=""; extra=""
+    [[ -s $file ]] && route=$(cat "$file")
+    [[ -s $file.extra ]] && extra=$file.extra
+    PEERBENCH_LISTEN=127.0.0.1:18080 PEERBENCH_UPSTREAMS="127.0.0.1:19001 127.0.0.1:19002 127.0.0.1:19003" \
+      PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra \
+      taskset -c 1 "$here/scripts/bench-target.sh" >"$d/out.log" 2>&1 & gw=$!; pids+=($gw)
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
+    [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/) == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }
+    timeout 30 taskset -c 0 wrk -t1 -c50 -d2s http://127.0.0.1:18080/ >/dev/null
+    t0=$(ticks $gw)
+    timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency http://127.0.0.1:18080/ >"$d/wrk.out"
+    t1=$(ticks $gw)
+    kill -INT $gw; wait $gw 2>/dev/null || true
+    awk -v name="$name" -v t="$((t1 - t0))" 'function ms(x){return x~/us$/?x/1000:x~/ms$/?x+0:x*1000}
+      /requests in/ {n=$1} /^Requests\/sec/ {r=$2} $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)}
+      END {printf "%-12s %8.0f %8.2f %8.2f %9.3f\n", name, r, p50, p99, t/100*10000/n}' "$d/wrk.out" | tee -a "$W/rows"
+  done
+done
+echo "# medians over $rounds rounds"
+sort -k1,1 -s "$W/rows" | awk '{v[$1]=v[$1]" "$0} END {for (k in v) print k}' >/dev/null
+python3 - "$W/rows" <<'EOF'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = line.split()
+    rows[f[0]].append([float(x) for x in f[1:]])
+for name, vals in rows.items():
+    med = [statistics.median(c) for c in zip(*vals)]
+    print(f"{name:12} {med[0]:8.0f} {med[1]:8.2f} {med[2]:8.2f} {med[3]:9.3f}")
+EOF
