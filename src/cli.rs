@@ -20,4 +20,7 @@ pub struct Cli {
     /// with -u, then send SIGQUIT to the old one.
     #[arg(short = 'u', long = "upgrade")]
     pub upgrade: bool,
+    /// Do not reload when the config file changes (SIGHUP and the admin API still reload).
+    #[arg(long = "no-watch")]
+    pub no_watch: bool,
 }

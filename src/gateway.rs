@@ -2,6 +2,7 @@
 //! the metrics. Every service (listeners, health checks, metrics, admin) holds an
 //! `Arc<Gateway>`.
 
+use crate::admin::overlay::Overlay;
 use crate::balance::{BackendState, StateStore};
 use crate::config::{self, ConfigErrors};
 use crate::observe::metrics::BackendSource;
@@ -12,7 +13,9 @@ use portcullis_plugin::build::{PersistentStore, SharedMetrics};
 use portcullis_plugin::FilterRegistry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::SystemTime;
 use tokio::sync::watch;
 
 /// Shared state of one gateway process.
@@ -23,6 +26,23 @@ pub struct Gateway {
     changes: watch::Sender<u64>,
     config_path: PathBuf,
     plugins: Plugins,
+    reload: Mutex<ReloadStatus>,
+    overlay: Mutex<Overlay>,
+    started: SystemTime,
+    draining: AtomicBool,
+}
+
+/// The outcome of the last reload.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// When it finished.
+    pub at: Option<SystemTime>,
+    /// What triggered it (SIGHUP, file change, admin API).
+    pub trigger: String,
+    /// Whether the new config went live.
+    pub ok: bool,
+    /// Errors of a failed reload (file:line: key path: message), or notes of a successful one.
+    pub messages: Vec<String>,
 }
 
 /// What filters are built with: the registry, their metrics, their persistent state.
@@ -56,6 +76,10 @@ impl Gateway {
             changes: watch::channel(1).0,
             config_path: path.to_path_buf(),
             plugins,
+            reload: Mutex::new(ReloadStatus::default()),
+            overlay: Mutex::new(Overlay::default()),
+            started: SystemTime::now(),
+            draining: AtomicBool::new(false),
         });
         let source: Weak<dyn BackendSource> = Arc::downgrade(&gw) as Weak<dyn BackendSource>;
         gw.metrics.register_backend_gauges(source);
@@ -103,6 +127,96 @@ impl Gateway {
         self.changes.send_replace(generation);
     }
 
+    /// Whether this process is handing over (graceful upgrade) or shutting down: responses
+    /// then carry `Connection: close`, so clients move to new connections before this process
+    /// closes its idle ones.
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Relaxed)
+    }
+
+    /// Enter the draining state (see [`Gateway::is_draining`]).
+    pub fn set_draining(&self) {
+        if !self.draining.swap(true, Relaxed) {
+            log::info!("draining: responses now close their connections");
+        }
+    }
+
+    /// When this process started serving.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// The last reload's outcome.
+    pub fn last_reload(&self) -> ReloadStatus {
+        self.reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The runtime changes made through the admin API.
+    pub fn overlay(&self) -> MutexGuard<'_, Overlay> {
+        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Membership changed outside a reload (admin API): let the health checks follow.
+    pub fn membership_changed(&self) {
+        let generation = self.snapshot().generation;
+        self.changes.send_replace(generation);
+    }
+
+    /// Re-read the config file and, if it is valid, make it live; otherwise keep serving the
+    /// current config and report why. Listener addresses cannot change without new sockets:
+    /// such changes are logged and left for a graceful upgrade.
+    pub fn reload(&self, trigger: &str) -> Result<u64, ConfigErrors> {
+        let mut status = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        let generation = current.generation + 1;
+        let result = compile_file(
+            &self.config_path,
+            &self.store,
+            &self.metrics,
+            &self.plugins,
+            generation,
+        );
+        status.at = Some(SystemTime::now());
+        status.trigger = trigger.to_string();
+        match result {
+            Ok(mut next) => {
+                let notes = keep_sockets(&current, &mut next);
+                for n in &notes {
+                    log::warn!("reload ({trigger}): {n}");
+                }
+                self.overlay().apply(&next, &self.store);
+                self.install(next);
+                self.metrics.count_reload(true);
+                log::info!(
+                    "reload ({trigger}): {} is live as generation {generation}",
+                    self.config_path.display()
+                );
+                status.ok = true;
+                status.messages = notes;
+                Ok(generation)
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    log::error!("reload ({trigger}) rejected: {e}");
+                }
+                log::error!(
+                    "reload ({trigger}): keeping generation {} ({} problem(s) in {})",
+                    current.generation,
+                    errors.0.len(),
+                    self.config_path.display()
+                );
+                self.metrics.count_reload(false);
+                status.ok = false;
+                status.messages = errors.iter().map(|e| e.to_string()).collect();
+                Err(errors)
+            }
+        }
+    }
+
     /// A backend's health or enablement changed: rebuild the selectors that hold it.
     pub fn on_health_change(&self, addr: SocketAddr) {
         for up in self
@@ -114,6 +228,39 @@ impl Gateway {
             up.rebuild();
         }
     }
+}
+
+/// Sockets are bound once: keep the running listeners, metrics and admin addresses in `next`
+/// and say what a graceful upgrade would change.
+fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
+    let mut notes = Vec::new();
+    if next.listeners != current.listeners {
+        notes.push(
+            "listener changes need new sockets and are not applied by a reload; \
+             use a graceful upgrade (start `portcullis -u`, then SIGQUIT the old process)"
+                .to_string(),
+        );
+        next.listeners = current.listeners.clone();
+    }
+    if next.metrics_addr != current.metrics_addr {
+        notes.push("the metrics address changes only with a graceful upgrade".to_string());
+        next.metrics_addr = current.metrics_addr;
+    }
+    if next.admin.as_ref().map(|a| a.addr) != current.admin.as_ref().map(|a| a.addr) {
+        notes.push("the admin address changes only with a graceful upgrade".to_string());
+        match (&mut next.admin, &current.admin) {
+            (Some(n), Some(c)) => n.addr = c.addr,
+            (n, c) => *n = c.clone(),
+        }
+    }
+    let (a, b) = (&current.server, &next.server);
+    if a.threads != b.threads
+        || a.work_stealing != b.work_stealing
+        || a.upstream_keepalive_pool_size != b.upstream_keepalive_pool_size
+    {
+        notes.push("`server` settings take effect at the next graceful upgrade".to_string());
+    }
+    notes
 }
 
 /// Read and compile `path` with the given generation number.

@@ -7,6 +7,7 @@
 //! records metrics and access logs.
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod gateway;
 pub mod health;
 pub mod observe;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 

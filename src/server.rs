@@ -1,5 +1,6 @@
 //! Building and running the Pingora server from a loaded [`Gateway`].
 
+use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::model::ServerSection;
 use crate::gateway::Gateway;
@@ -7,9 +8,10 @@ use crate::health::HealthService;
 use crate::observe::metrics_service::MetricsApp;
 use crate::proxy::connections::ConnectionCounter;
 use crate::proxy::Proxy;
+use crate::reload::ConfigWatcher;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
+use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
@@ -75,9 +77,35 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
         server.add_service(svc);
         log::info!("serving Prometheus metrics on http://{addr}/metrics");
     }
+    if let Some(admin) = &snapshot.admin {
+        let mut svc = Service::new("admin".to_string(), AdminApp::new(Arc::clone(gateway)));
+        svc.add_tcp(&admin.addr.to_string());
+        svc.threads = Some(1);
+        server.add_service(svc);
+        log::info!(
+            "admin API on http://{}/ (mutating calls {})",
+            admin.addr,
+            if admin.token.is_some() {
+                "need the bearer token"
+            } else {
+                "disabled: no token"
+            }
+        );
+    }
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle {
+            gateway: Arc::clone(gateway),
+            phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
+        },
+    ));
     server.add_service(background_service(
         "health checks",
         HealthService::new(Arc::clone(gateway)),
+    ));
+    server.add_service(background_service(
+        "config reload",
+        ConfigWatcher::new(Arc::clone(gateway), !cli.no_watch),
     ));
     server.add_service(background_service(
         "housekeeping",
@@ -109,6 +137,38 @@ impl BackgroundService for Housekeeping {
             }
         }
         self.0.snapshot().access_log.flush();
+    }
+}
+
+/// Follows Pingora's execution phases: once a graceful upgrade or shutdown begins, the
+/// gateway drains (responses close their connections).
+struct Lifecycle {
+    gateway: Arc<Gateway>,
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                phase = phases.recv() => match phase {
+                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds
+                        | ExecutionPhase::GracefulUpgradeCloseTimeout
+                        | ExecutionPhase::GracefulTerminate
+                        | ExecutionPhase::ShutdownStarted) => self.gateway.set_draining(),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = shutdown.changed() => {
+                    self.gateway.set_draining();
+                    break;
+                }
+            }
+        }
     }
 }
 

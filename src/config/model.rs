@@ -31,6 +31,28 @@ pub struct Config {
     /// Where JSON access-log lines go. Default: `stdout`.
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The admin API; absent = none.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port`. Default: `127.0.0.1:9901`. A non-loopback address requires a token.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// Bearer token required by every mutating call.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Read the token from this environment variable instead (e.g. `PORTCULLIS_ADMIN_TOKEN`).
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
 }
 
 /// Pingora server settings, under `server:`. Names match Pingora's own `ServerConf` keys.

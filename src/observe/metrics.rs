@@ -59,6 +59,7 @@ pub struct Metrics {
     received_bytes: IntCounterVec,
     sent_bytes: IntCounterVec,
     health_transitions: IntCounterVec,
+    reloads: IntCounterVec,
     /// Config generation currently serving.
     pub config_generation: IntGauge,
 }
@@ -142,6 +143,12 @@ impl Metrics {
                 "portcullis_downstream_sent_bytes_total",
                 "Response body bytes sent to clients, by route.",
                 &["route"],
+            ),
+            reloads: counter_vec(
+                &registry,
+                "portcullis_config_reloads_total",
+                "Config reloads, by result (success or failure).",
+                &["result"],
             ),
             health_transitions: counter_vec(
                 &registry,
@@ -233,6 +240,48 @@ impl Metrics {
     /// A retry was refused by the retry budget.
     pub fn count_retry_refused(&self, upstream: &str) {
         self.retries_refused.with_label_values(&[upstream]).inc();
+    }
+
+    /// A config reload finished.
+    pub fn count_reload(&self, success: bool) {
+        self.reloads
+            .with_label_values(&[if success { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// p50, p95 and p99 of a backend's upstream latency in seconds (interpolated within the
+    /// histogram buckets, since start), or `None` before the first sample.
+    pub fn latency_quantiles(&self, upstream: &str, backend: &str) -> Option<[f64; 3]> {
+        use prometheus::core::Metric;
+        let h = self
+            .upstream_latency
+            .get_metric_with_label_values(&[upstream, backend])
+            .ok()?;
+        let m = h.metric();
+        let hist = m.get_histogram();
+        let total = hist.get_sample_count();
+        if total == 0 {
+            return None;
+        }
+        let buckets: Vec<(f64, u64)> = hist
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        let quantile = |q: f64| {
+            let rank = q * total as f64;
+            let (mut lower, mut below) = (0.0, 0u64);
+            for &(upper, cumulative) in &buckets {
+                if cumulative as f64 >= rank {
+                    let in_bucket = (cumulative - below).max(1) as f64;
+                    return lower
+                        + (upper - lower) * ((rank - below as f64) / in_bucket).clamp(0.0, 1.0);
+                }
+                (lower, below) = (upper, cumulative);
+            }
+            lower
+        };
+        Some([quantile(0.5), quantile(0.95), quantile(0.99)])
     }
 
     /// A health check changed its verdict.

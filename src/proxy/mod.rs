@@ -147,6 +147,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started_ns = now_ns();
+        if self.gateway.is_draining() {
+            // Handing over or shutting down: move the client to a new connection.
+            session.set_keepalive(None);
+        }
         let snapshot = self.gateway.snapshot();
         let req = session.req_header();
         ctx.request_id = Some(request_id::accept_or_generate(

@@ -21,6 +21,24 @@ pub struct ListenerSpec {
     pub protocol: Protocol,
 }
 
+/// The admin API as configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSpec {
+    /// Bind address.
+    pub addr: SocketAddr,
+    /// Token for mutating calls (none: mutations are refused).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSpec")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
 /// A compiled config.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -36,6 +54,8 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerSpec>,
     /// Metrics listener address.
     pub metrics_addr: Option<SocketAddr>,
+    /// Admin API listener.
+    pub admin: Option<AdminSpec>,
     /// Pingora process settings.
     pub server: ServerSection,
     /// Upstream name → index.

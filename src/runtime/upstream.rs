@@ -13,10 +13,20 @@ use crate::health::HealthSpec;
 use arc_swap::ArcSwap;
 use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Where a backend came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOrigin {
+    /// The config file.
+    File,
+    /// The admin API (kept across file reloads, lost on restart).
+    Admin,
+}
 
 /// One configured backend of an upstream.
 #[derive(Debug, Clone)]
@@ -27,6 +37,10 @@ pub struct UpstreamBackend {
     pub state: Arc<BackendState>,
     /// Serves only while no primary is eligible.
     pub backup: bool,
+    /// Free-form labels (e.g. `zone`), set through the admin API.
+    pub metadata: Arc<BTreeMap<String, String>>,
+    /// File or admin API.
+    pub origin: BackendOrigin,
 }
 
 impl UpstreamBackend {
@@ -221,6 +235,42 @@ impl Upstream {
             state: store.get_or_create(addr),
             backend,
             backup,
+            metadata: Arc::default(),
+            origin: BackendOrigin::File,
         }
+    }
+
+    /// Add a backend (no-op returning false when the address is already a member).
+    pub fn add_backend(&self, b: UpstreamBackend) -> bool {
+        {
+            let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+            if backends.iter().any(|x| x.addr() == b.addr()) {
+                return false;
+            }
+            backends.push(b);
+            self.size.store(backends.len(), Relaxed);
+        }
+        self.rebuild();
+        true
+    }
+
+    /// Remove the backend at `addr`; false when it is not a member.
+    pub fn remove_backend(&self, addr: SocketAddr) -> bool {
+        {
+            let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
+            let before = backends.len();
+            backends.retain(|x| x.addr() != addr);
+            if backends.len() == before {
+                return false;
+            }
+            self.size.store(backends.len(), Relaxed);
+        }
+        self.rebuild();
+        true
+    }
+
+    /// The strategy's registered name.
+    pub fn strategy(&self) -> &'static str {
+        self.factory.name()
     }
 }

@@ -2,6 +2,8 @@
 //! real HTTP client. Everything started here is stopped by `Drop`.
 #![allow(dead_code)]
 
+pub mod load;
+
 use portcullis::devserver::{DevServer, DevState};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -134,6 +136,8 @@ pub struct Gateway {
     pub port: u16,
     /// Metrics port.
     pub metrics_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
     /// Scratch directory (config, logs).
     pub dir: tempfile::TempDir,
 }
@@ -165,20 +169,13 @@ impl Gateway {
 
     fn try_start(bin: &std::path::Path, yaml: &str) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let port = free_port();
-        let metrics_port = free_port();
-        let d = dir.path().display().to_string();
-        let mut text = yaml
-            .replace("{listen}", &format!("127.0.0.1:{port}"))
-            .replace("{metrics}", &format!("127.0.0.1:{metrics_port}"))
-            .replace("{dir}", &d);
-        if !text.contains("server:") {
-            text = format!(
-                "server:\n  threads: 2\n  pid_file: {d}/portcullis.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{text}"
-            );
-        }
+        let (port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
         let conf = dir.path().join("portcullis.yaml");
-        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        std::fs::write(
+            &conf,
+            render(yaml, dir.path(), port, metrics_port, admin_port),
+        )
+        .map_err(|e| e.to_string())?;
         let stderr =
             std::fs::File::create(dir.path().join("stderr.log")).map_err(|e| e.to_string())?;
         let stdout =
@@ -198,6 +195,13 @@ impl Gateway {
             }
             TcpStream::connect(addr).is_ok()
         });
+        // The metrics and admin listeners start alongside; wait for those the config has.
+        for (placeholder, p) in [("{metrics}", metrics_port), ("{admin}", admin_port)] {
+            if yaml.contains(placeholder) {
+                let a: SocketAddr = format!("127.0.0.1:{p}").parse().unwrap();
+                poll_until(Duration::from_secs(10), || TcpStream::connect(a).is_ok());
+            }
+        }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
             return Err(format!("exited with {status}: {log}"));
@@ -211,8 +215,70 @@ impl Gateway {
             child,
             port,
             metrics_port,
+            admin_port,
             dir,
         })
+    }
+
+    /// The config file the gateway runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.yaml")
+    }
+
+    /// Replace the config file (same placeholders and ports as at start). Written to a
+    /// temporary file and renamed, as config management tools do.
+    pub fn write_config(&self, yaml: &str) {
+        let text = render(
+            yaml,
+            self.dir.path(),
+            self.port,
+            self.metrics_port,
+            self.admin_port,
+        );
+        let tmp = self.dir.path().join("portcullis.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("replace config");
+    }
+
+    /// Send a signal (`HUP`, `QUIT`, `TERM`...) to the gateway process.
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// URL of `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    /// Wait up to `timeout` for the process to exit; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start another process of the same binary on the same config with `-u` (graceful
+    /// upgrade): it waits for this one to hand over its listeners on SIGQUIT.
+    pub fn spawn_upgrade(&self, bin: &std::path::Path) -> ChildGuard {
+        let stderr =
+            std::fs::File::create(self.dir.path().join("stderr-upgrade.log")).expect("log");
+        let child = Command::new(bin)
+            .arg("-u")
+            .arg("-c")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn upgrade");
+        ChildGuard(child)
     }
 
     /// URL of `path` on the client listener.
@@ -253,6 +319,51 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Replace `{listen}`, `{metrics}`, `{admin}` and `{dir}`, and prepend a `server:` section
+/// with per-test pid file and upgrade socket unless the yaml has one.
+fn render(yaml: &str, dir: &std::path::Path, port: u16, metrics: u16, admin: u16) -> String {
+    let d = dir.display().to_string();
+    let text = yaml
+        .replace("{listen}", &format!("127.0.0.1:{port}"))
+        .replace("{metrics}", &format!("127.0.0.1:{metrics}"))
+        .replace("{admin}", &format!("127.0.0.1:{admin}"))
+        .replace("{dir}", &d);
+    if text.contains("server:") {
+        return text;
+    }
+    format!(
+        "server:\n  threads: 2\n  pid_file: {d}/portcullis.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{text}"
+    )
+}
+
+/// Send `sig` to `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

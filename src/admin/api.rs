@@ -1,0 +1,386 @@
+//! The admin HTTP app: routing, authentication, JSON in and out.
+
+use super::overlay::{AddedBackend, Overlay};
+use crate::gateway::Gateway;
+use crate::runtime::compile::{resolve_backend_addr, MAX_WEIGHT};
+use crate::runtime::upstream::BackendOrigin;
+use crate::runtime::Upstream;
+use async_trait::async_trait;
+use http::{Method, Response};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Serves the admin API of one gateway.
+pub struct AdminApp {
+    gateway: Arc<Gateway>,
+}
+
+impl AdminApp {
+    /// An app for `gateway`.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        AdminApp { gateway }
+    }
+}
+
+type Reply = (u16, Value);
+
+fn error(status: u16, message: impl Into<String>) -> Reply {
+    (status, json!({ "error": message.into() }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBackend {
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    backup: bool,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Constant-time comparison of the presented token with the configured one.
+fn token_ok(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Decode `%xx` escapes (for IPv6 addresses in paths).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl AdminApp {
+    async fn body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_BODY {
+                        return Err(error(413, "body too large"));
+                    }
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(error(400, format!("cannot read the body: {e}"))),
+            }
+        }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> Result<(), Reply> {
+        let Some(expected) = self
+            .gateway
+            .snapshot()
+            .admin
+            .as_ref()
+            .and_then(|a| a.token.clone())
+        else {
+            return Err(error(
+                403,
+                "mutating calls are disabled: configure admin.token or admin.token_env",
+            ));
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if token_ok(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(error(401, "missing or wrong bearer token"))
+        }
+    }
+
+    fn status(&self) -> Reply {
+        let gw = &self.gateway;
+        let snapshot = gw.snapshot();
+        let reload = gw.last_reload();
+        let uptime = SystemTime::now()
+            .duration_since(gw.started())
+            .map_or(0, |d| d.as_secs());
+        let last_reload = reload.at.map(|at| {
+            json!({
+                "at_unix": unix_seconds(at),
+                "trigger": reload.trigger,
+                "result": if reload.ok { "success" } else { "failure" },
+                "messages": reload.messages,
+            })
+        });
+        (
+            200,
+            json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "uptime_seconds": uptime,
+                "config_file": gw.config_path().display().to_string(),
+                "config_generation": snapshot.generation,
+                "last_reload": last_reload,
+            }),
+        )
+    }
+
+    fn upstream_json(&self, up: &Upstream) -> Value {
+        let snapshot = self.gateway.snapshot();
+        let metrics = self.gateway.metrics();
+        let eligible = up.eligible();
+        let backends: Vec<Value> = up
+            .backends()
+            .iter()
+            .map(|b| {
+                let s = &b.state;
+                let q = metrics.latency_quantiles(&up.name, s.label());
+                let ms = |v: f64| (v * 1e6).round() / 1e3;
+                let mut filters = serde_json::Map::new();
+                for route in snapshot.router.routes() {
+                    for (key, value) in route.filters.describe_backend(s.addr()) {
+                        filters.insert(key.to_string(), Value::String(value));
+                    }
+                }
+                json!({
+                    "address": s.label(),
+                    "weight": b.backend.weight,
+                    "backup": b.backup,
+                    "origin": if b.origin == BackendOrigin::Admin { "admin" } else { "file" },
+                    "metadata": &*b.metadata,
+                    "healthy": s.is_healthy(),
+                    "enabled": s.is_enabled(),
+                    "in_rotation": eligible.contains(&s.addr()),
+                    "inflight": s.inflight(),
+                    "requests": s.requests(),
+                    "failures": s.failures(),
+                    "latency_ewma_ms": (s.ewma_latency_ns() / 1e3).round() / 1e3,
+                    "latency_ms": q.map(|[p50, p95, p99]| json!({ "p50": ms(p50), "p95": ms(p95), "p99": ms(p99) })),
+                    "filters": filters,
+                })
+            })
+            .collect();
+        json!({ "name": &*up.name, "strategy": up.strategy(), "backends": backends })
+    }
+
+    fn upstreams(&self) -> Reply {
+        let snapshot = self.gateway.snapshot();
+        let all: Vec<Value> = snapshot
+            .upstreams
+            .iter()
+            .map(|u| self.upstream_json(u))
+            .collect();
+        (200, json!({ "upstreams": all }))
+    }
+
+    fn find_upstream(&self, name: &str) -> Result<Arc<Upstream>, Reply> {
+        self.gateway
+            .snapshot()
+            .upstream(name)
+            .cloned()
+            .ok_or_else(|| error(404, format!("no upstream `{name}`")))
+    }
+
+    fn add_backend(&self, upstream: &str, body: &[u8]) -> Reply {
+        let up = match self.find_upstream(upstream) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let req: AddBackend = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return error(400, format!("bad body: {e}")),
+        };
+        if !(1..=MAX_WEIGHT).contains(&req.weight) {
+            return error(400, format!("weight must be between 1 and {MAX_WEIGHT}"));
+        }
+        let addr = match resolve_backend_addr(&req.address) {
+            Ok(a) => a,
+            Err(e) => return error(400, e),
+        };
+        let added = AddedBackend {
+            weight: req.weight,
+            backup: req.backup,
+            metadata: req.metadata,
+        };
+        let mut overlay = self.gateway.overlay();
+        if !up.add_backend(Overlay::backend(self.gateway.store(), addr, &added)) {
+            return error(409, format!("{addr} is already a backend of `{upstream}`"));
+        }
+        overlay.add(upstream, addr, added);
+        drop(overlay);
+        self.gateway.membership_changed();
+        log::info!("admin: added backend {addr} to upstream {upstream}");
+        (201, self.upstream_json(&up))
+    }
+
+    fn remove_backend(&self, upstream: &str, addr: SocketAddr) -> Reply {
+        let up = match self.find_upstream(upstream) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let mut overlay = self.gateway.overlay();
+        if !up.remove_backend(addr) {
+            return error(404, format!("{addr} is not a backend of `{upstream}`"));
+        }
+        overlay.remove(upstream, addr);
+        drop(overlay);
+        self.gateway.membership_changed();
+        log::info!("admin: removed backend {addr} from upstream {upstream}");
+        (200, self.upstream_json(&up))
+    }
+
+    fn set_enabled(&self, upstream: &str, addr: SocketAddr, enabled: bool) -> Reply {
+        let up = match self.find_upstream(upstream) {
+            Ok(u) => u,
+            Err(r) => return r,
+        };
+        let Some(state) = up
+            .backends()
+            .into_iter()
+            .find(|b| b.addr() == addr)
+            .map(|b| b.state)
+        else {
+            return error(404, format!("{addr} is not a backend of `{upstream}`"));
+        };
+        self.gateway.overlay().set_drained(addr, !enabled);
+        if state.set_enabled(enabled) {
+            self.gateway.on_health_change(addr);
+            log::info!(
+                "admin: backend {addr} {}",
+                if enabled { "enabled" } else { "draining" }
+            );
+        }
+        (200, self.upstream_json(&up))
+    }
+
+    fn reload(&self) -> Reply {
+        match self.gateway.reload("admin API") {
+            Ok(generation) => (
+                200,
+                json!({ "result": "success", "config_generation": generation }),
+            ),
+            Err(errors) => (
+                422,
+                json!({
+                    "result": "failure",
+                    "config_generation": self.gateway.snapshot().generation,
+                    "errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                }),
+            ),
+        }
+    }
+
+    async fn route(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let segments: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        if method != Method::GET {
+            if let Err(r) = self.authorized(session) {
+                return r;
+            }
+        }
+        let addr = |s: &str| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| error(400, format!("`{s}` is not ip:port")))
+        };
+        match (&method, segs.as_slice()) {
+            (&Method::GET, ["status"]) => self.status(),
+            (&Method::GET, ["upstreams"]) => self.upstreams(),
+            (&Method::GET, ["upstreams", name]) => match self.find_upstream(name) {
+                Ok(u) => (200, self.upstream_json(&u)),
+                Err(r) => r,
+            },
+            (&Method::POST, ["upstreams", name, "backends"]) => match Self::body(session).await {
+                Ok(body) => self.add_backend(name, &body),
+                Err(r) => r,
+            },
+            (&Method::DELETE, ["upstreams", name, "backends", a]) => match addr(a) {
+                Ok(a) => self.remove_backend(name, a),
+                Err(r) => r,
+            },
+            (&Method::POST, ["upstreams", name, "backends", a, action @ ("drain" | "enable")]) => {
+                match addr(a) {
+                    Ok(a) => self.set_enabled(name, a, *action == "enable"),
+                    Err(r) => r,
+                }
+            }
+            (&Method::POST, ["reload"]) => self.reload(),
+            _ => error(404, format!("no such call: {method} {path}")),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, value) = self.route(session).await;
+        let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        body.push(b'\n');
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(body)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_ok(b"abcdefabcdefabcd", b"abcdefabcdefabcd"));
+        assert!(!token_ok(b"abcdefabcdefabce", b"abcdefabcdefabcd"));
+        assert!(!token_ok(b"", b"abcdefabcdefabcd"));
+    }
+
+    #[test]
+    fn decodes_ipv6_in_paths() {
+        assert_eq!(percent_decode("%5B%3A%3A1%5D%3A80"), "[::1]:80");
+        assert_eq!(percent_decode("127.0.0.1:80"), "127.0.0.1:80");
+        assert_eq!(percent_decode("50%"), "50%");
+        assert_eq!(percent_decode("é%4"), "é%4");
+    }
+}

@@ -1,0 +1,19 @@
+//! The admin API, on its own listener (default 127.0.0.1:9901), JSON throughout.
+//!
+//! | call | what |
+//! |---|---|
+//! | `GET /status` | version, uptime, config generation, last reload |
+//! | `GET /upstreams` | every upstream and backend: health, circuit, in-flight, latency, weight, enabled |
+//! | `POST /upstreams/{u}/backends` | add a backend: `{"address", "weight", "backup", "metadata"}` |
+//! | `DELETE /upstreams/{u}/backends/{addr}` | remove a backend |
+//! | `POST /upstreams/{u}/backends/{addr}/drain` | no new requests; in-flight ones finish |
+//! | `POST /upstreams/{u}/backends/{addr}/enable` | take requests again |
+//! | `POST /reload` | re-read the config file |
+//!
+//! Mutating calls need `Authorization: Bearer <token>` (`admin.token` or `admin.token_env`);
+//! without a configured token they are refused.
+
+pub mod api;
+pub mod overlay;
+
+pub use api::AdminApp;

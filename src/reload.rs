@@ -1,0 +1,100 @@
+//! Config reload triggers: SIGHUP, and a watch on the config file (on by default).
+//!
+//! The watch polls the file once a second: when its modification time or size changed, it
+//! reads it and reloads if the content differs from the last content seen. A half-written file
+//! fails validation and changes nothing; the next poll sees the finished file.
+
+use crate::gateway::Gateway;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often the file watch looks at the config file.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The background service that reloads on SIGHUP and on file changes.
+pub struct ConfigWatcher {
+    gateway: Arc<Gateway>,
+    watch_file: bool,
+}
+
+impl ConfigWatcher {
+    /// A watcher for `gateway`'s config file; `watch_file: false` reacts to SIGHUP only.
+    pub fn new(gateway: Arc<Gateway>, watch_file: bool) -> Self {
+        ConfigWatcher {
+            gateway,
+            watch_file,
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
+}
+
+fn content_hash(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    Some(h.finish())
+}
+
+#[async_trait]
+impl BackgroundService for ConfigWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let path = self.gateway.config_path().to_path_buf();
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot watch SIGHUP, reload by signal is off: {e}");
+                None
+            }
+        };
+        let mut last_stamp = stamp(&path);
+        let mut last_hash = content_hash(&path);
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        if self.watch_file {
+            log::info!(
+                "watching {} for changes (disable with --no-watch)",
+                path.display()
+            );
+        }
+        loop {
+            tokio::select! {
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    let _ = self.gateway.reload("SIGHUP");
+                    last_stamp = stamp(&path);
+                    last_hash = content_hash(&path);
+                }
+                _ = tick.tick(), if self.watch_file => {
+                    let now = stamp(&path);
+                    if now == last_stamp {
+                        continue;
+                    }
+                    last_stamp = now;
+                    let hash = content_hash(&path);
+                    if hash.is_some() && hash != last_hash {
+                        last_hash = hash;
+                        let _ = self.gateway.reload("file change");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}

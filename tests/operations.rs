@@ -1,0 +1,422 @@
+//! Operations against the built binary: reloads under load, a broken config under load,
+//! a graceful upgrade under load, SIGTERM draining, and the admin API. Load is bounded and
+//! goes to 127.0.0.1 only.
+
+mod support;
+use std::time::Duration;
+use support::load::Load;
+use support::*;
+
+const TOKEN: &str = "test-token-0123456789";
+
+fn config(backends: &[std::net::SocketAddr], extra_route: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+metrics: {{ address: "{{metrics}}" }}
+admin: {{ address: "{{admin}}", token: "{TOKEN}" }}
+access_log: off
+routes:
+  - {{ name: all, upstream: pool }}
+{extra_route}
+upstreams:
+  - name: pool
+    strategy: round_robin
+    health_check: {{ interval: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }}
+    backends:
+{}"#,
+        backends_yaml(backends)
+    )
+}
+
+fn generation(gw: &Gateway) -> f64 {
+    gw.metric_sum("portcullis_config_generation", &[])
+}
+
+#[test]
+fn reloads_under_load_with_changing_backends_drop_nothing() {
+    let b = Backends::start(&["a", "b", "c", "d"]);
+    let lists = [
+        vec![b.addr(0), b.addr(1)],
+        vec![b.addr(2), b.addr(3)],
+        vec![b.addr(0), b.addr(2)],
+        vec![b.addr(1), b.addr(3)],
+        vec![b.addr(0), b.addr(1), b.addr(2), b.addr(3)],
+    ];
+    let gw = Gateway::start(&config(&lists[0], ""));
+    let load = Load::start(&gw.url("/"), 6, 20_000, Duration::from_secs(60));
+    for (i, list) in lists.iter().enumerate().skip(1) {
+        let before = load.sent();
+        assert!(
+            poll_until(Duration::from_secs(10), || load.sent() >= before + 400),
+            "load is moving"
+        );
+        gw.write_config(&config(list, ""));
+        if i % 2 == 0 {
+            gw.signal("HUP");
+        } // odd steps: the file watch picks it up
+        assert!(
+            poll_until(Duration::from_secs(10), || generation(&gw)
+                == (i + 1) as f64),
+            "reload {i} went live"
+        );
+    }
+    let before = load.sent();
+    poll_until(Duration::from_secs(10), || load.sent() >= before + 400);
+    let r = load.finish();
+    eprintln!("reload test: {} requests, {:?}", r.sent, r.statuses);
+    assert!(r.sent >= 2000, "a few thousand requests: {}", r.sent);
+    assert_eq!(
+        r.failures(),
+        0,
+        "failed requests: {:?} {:?}",
+        r.statuses,
+        r.errors.first()
+    );
+    for name in ["a", "b", "c", "d"] {
+        assert!(
+            r.backends.get(name).copied().unwrap_or(0) > 0,
+            "{name} got traffic: {:?}",
+            r.backends
+        );
+    }
+    assert_eq!(
+        gw.metric_sum("portcullis_config_reloads_total", &[("result", "success")]),
+        4.0
+    );
+}
+
+#[test]
+fn a_broken_config_under_load_changes_nothing() {
+    let b = Backends::start(&["a", "b"]);
+    let good = config(
+        &[b.addr(0), b.addr(1)],
+        "  - { name: api, match: { path: { prefix: /api } }, upstream: pool }",
+    );
+    let gw = Gateway::start(&good);
+    let load = Load::start(&gw.url("/api/x"), 4, 20_000, Duration::from_secs(60));
+    poll_until(Duration::from_secs(10), || load.sent() >= 500);
+    // Unknown key deep in the file, then a route naming an unknown upstream.
+    gw.write_config(&good.replace(
+        "strategy: round_robin",
+        "strategy: round_robin\n    retires: 3",
+    ));
+    gw.signal("HUP");
+    assert!(poll_until(Duration::from_secs(10), || gw.metric_sum(
+        "portcullis_config_reloads_total",
+        &[("result", "failure")]
+    ) >= 1.0));
+    gw.write_config(&good.replace("upstream: pool }\n", "upstream: nowhere }\n"));
+    gw.signal("HUP");
+    assert!(poll_until(Duration::from_secs(10), || gw.metric_sum(
+        "portcullis_config_reloads_total",
+        &[("result", "failure")]
+    ) >= 2.0));
+    let before = load.sent();
+    poll_until(Duration::from_secs(10), || load.sent() >= before + 500);
+    let r = load.finish();
+    eprintln!("broken-config test: {} requests, {:?}", r.sent, r.statuses);
+    assert_eq!(
+        r.failures(),
+        0,
+        "failed: {:?} {:?}",
+        r.statuses,
+        r.errors.first()
+    );
+    assert_eq!(generation(&gw), 1.0, "still the first config");
+    assert_eq!(
+        get(&client(), &gw.url("/api/still-here")).0,
+        200,
+        "old routes still answer"
+    );
+    let log = gw.stderr();
+    assert!(
+        log.contains("upstreams[0].retires: unknown field `retires`"),
+        "{log}"
+    );
+    assert!(log.contains("unknown upstream `nowhere`"), "{log}");
+    let status: serde_json::Value = client()
+        .get(gw.admin_url("/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(status["last_reload"]["result"], "failure");
+    assert_eq!(status["config_generation"], 1);
+}
+
+#[test]
+fn graceful_upgrade_under_load_drops_nothing() {
+    let b = Backends::start(&["a", "b"]);
+    let mut old = Gateway::start(&config(&[b.addr(0), b.addr(1)], ""));
+    let old_pid = old.pid();
+    let load = Load::start(&old.url("/"), 4, 30_000, Duration::from_secs(60));
+    poll_until(Duration::from_secs(10), || load.sent() >= 1000);
+    let new = old.spawn_upgrade(&binary());
+    // The new process waits for the listeners on the upgrade socket.
+    let sock = old.dir.path().join("upgrade.sock");
+    assert!(
+        poll_until(Duration::from_secs(10), || sock.exists()),
+        "new process is waiting"
+    );
+    old.signal("QUIT");
+    assert!(
+        old.wait_exit(Duration::from_secs(30)).is_some(),
+        "old process exited after draining"
+    );
+    let before = load.sent();
+    poll_until(Duration::from_secs(10), || load.sent() >= before + 1000);
+    let r = load.finish();
+    eprintln!("upgrade test: {} requests, {:?}", r.sent, r.statuses);
+    assert_eq!(
+        r.failures(),
+        0,
+        "failed: {:?} {:?}",
+        r.statuses,
+        r.errors.first()
+    );
+    let status: serde_json::Value = client()
+        .get(old.admin_url("/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        status["pid"],
+        new.pid(),
+        "the new process serves (old was {old_pid})"
+    );
+    assert_eq!(get(&client(), &old.url("/")).0, 200);
+}
+
+#[test]
+fn sigterm_lets_slow_requests_finish() {
+    let b = Backends::start(&["slow"]);
+    b.state(0).set_delay(Duration::from_millis(1500));
+    let yaml = config(&[b.addr(0)], "").replace(
+        "listeners:",
+        "server: { threads: 2, pid_file: \"{dir}/p.pid\", upgrade_sock: \"{dir}/u.sock\", grace_period_seconds: 4, graceful_shutdown_timeout_seconds: 1 }\nlisteners:",
+    );
+    let mut gw = Gateway::start(&yaml);
+    let url = gw.url("/");
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&client(), &url))
+        })
+        .collect();
+    assert!(
+        poll_until(Duration::from_secs(5), || b.arrivals(0) == 5),
+        "5 slow requests in flight"
+    );
+    gw.signal("TERM");
+    for c in clients {
+        assert_eq!(
+            c.join().unwrap(),
+            (200, "slow".to_string()),
+            "in-flight request finished"
+        );
+    }
+    assert!(
+        gw.wait_exit(Duration::from_secs(15)).is_some(),
+        "exits after the grace period"
+    );
+}
+
+#[test]
+fn admin_drain_add_remove_and_auth() {
+    let b = Backends::start(&["a", "b", "c"]);
+    let gw = Gateway::start(&config(&[b.addr(0), b.addr(1)], ""));
+    let c = client();
+    let call = |method: &str, path: &str, token: Option<&str>, body: Option<&str>| {
+        let mut r = c.request(method.parse().unwrap(), gw.admin_url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.body(b.to_string());
+        }
+        let resp = r.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().unwrap_or_default())
+    };
+    let a = b.addr(0).to_string();
+    // Missing or wrong token: 401, and nothing changes.
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/upstreams/pool/backends/{a}/drain"),
+            None,
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/upstreams/pool/backends/{a}/drain"),
+            Some("wrong-token-0000000"),
+            None
+        )
+        .0,
+        401
+    );
+    // Drain a: no new requests.
+    let (s, up) = call(
+        "POST",
+        &format!("/upstreams/pool/backends/{a}/drain"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(s, 200, "{up}");
+    for _ in 0..10 {
+        assert_eq!(get(&c, &gw.url("/")).1, "b");
+    }
+    // Add c (with a zone): it takes traffic and is health-checked.
+    let body = format!(
+        r#"{{"address": "{}", "weight": 1, "metadata": {{"zone": "z2"}}}}"#,
+        b.addr(2)
+    );
+    let (s, up) = call("POST", "/upstreams/pool/backends", Some(TOKEN), Some(&body));
+    assert_eq!(s, 201, "{up}");
+    let seen: std::collections::HashSet<String> =
+        (0..10).map(|_| get(&c, &gw.url("/")).1).collect();
+    assert_eq!(
+        seen,
+        ["b", "c"].iter().map(|s| s.to_string()).collect(),
+        "rotation is b and c"
+    );
+    assert_eq!(
+        call("POST", "/upstreams/pool/backends", Some(TOKEN), Some(&body)).0,
+        409,
+        "no duplicates"
+    );
+    let (_, ups) = call("GET", "/upstreams", None, None);
+    let backends = ups["upstreams"][0]["backends"].as_array().unwrap().clone();
+    let entry = |addr: &str| {
+        backends
+            .iter()
+            .find(|x| x["address"] == addr)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry(&a)["enabled"], false);
+    assert_eq!(entry(&b.addr(2).to_string())["metadata"]["zone"], "z2");
+    assert_eq!(entry(&b.addr(2).to_string())["origin"], "admin");
+    assert!(
+        entry(&b.addr(1).to_string())["latency_ms"]["p99"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        entry(&b.addr(1).to_string())["filters"],
+        serde_json::json!({})
+    );
+    // Remove b: rotation is c only.
+    let (s, _) = call(
+        "DELETE",
+        &format!("/upstreams/pool/backends/{}", b.addr(1)),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(s, 200);
+    for _ in 0..6 {
+        assert_eq!(get(&c, &gw.url("/")).1, "c");
+    }
+    // A file reload keeps the runtime changes: a drained, b removed, c added.
+    gw.signal("HUP");
+    assert!(poll_until(Duration::from_secs(10), || generation(&gw) == 2.0));
+    for _ in 0..6 {
+        assert_eq!(
+            get(&c, &gw.url("/")).1,
+            "c",
+            "admin changes survive a file reload"
+        );
+    }
+    // Enable a again.
+    assert_eq!(
+        call(
+            "POST",
+            &format!("/upstreams/pool/backends/{a}/enable"),
+            Some(TOKEN),
+            None
+        )
+        .0,
+        200
+    );
+    let seen: std::collections::HashSet<String> =
+        (0..10).map(|_| get(&c, &gw.url("/")).1).collect();
+    assert_eq!(seen.len(), 2, "a and c: {seen:?}");
+    // POST /reload answers with the result.
+    let (s, r) = call("POST", "/reload", Some(TOKEN), None);
+    assert_eq!((s, r["result"].as_str()), (200, Some("success")));
+    let (s, st) = call("GET", "/status", None, None);
+    assert_eq!(s, 200);
+    assert_eq!(st["config_generation"], 3);
+    assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn admin_added_backends_are_health_checked() {
+    let mut b = Backends::start(&["a", "new"]);
+    let gw = Gateway::start(&config(&[b.addr(0)], ""));
+    let c = client();
+    let body = format!(r#"{{"address": "{}"}}"#, b.addr(1));
+    let r = c
+        .post(gw.admin_url("/upstreams/pool/backends"))
+        .bearer_auth(TOKEN)
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    b.stop(1);
+    assert!(
+        poll_until(Duration::from_secs(5), || gw.metric_sum(
+            "portcullis_backend_healthy",
+            &[("backend", &b.addr(1).to_string())]
+        ) == 0.0),
+        "the added backend is probed"
+    );
+    for _ in 0..10 {
+        assert_eq!(get(&c, &gw.url("/")), (200, "a".to_string()));
+    }
+}
+
+#[test]
+fn a_public_admin_listener_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "listeners: [{ name: web, address: 127.0.0.1:1 }]\nadmin: { address: 0.0.0.0:9901 }\nupstreams: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary())
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin.address: refusing an admin listener on non-loopback 0.0.0.0:9901 without a token"), "{err}");
+    // With the token in an environment variable it is accepted (checked with -t).
+    std::fs::write(
+        &path,
+        "listeners: [{ name: web, address: 127.0.0.1:1 }]\nadmin: { address: 0.0.0.0:9901, token_env: PC_TEST_TOKEN }\nupstreams: []\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new(binary())
+        .args(["-t", "-c"])
+        .arg(&path)
+        .env("PC_TEST_TOKEN", "a-long-enough-token-123")
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
