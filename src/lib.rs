@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 
 /// The plugin API (the `portcullis-plugin` crate): write your own filters against it.
 pub use portcullis_plugin as plugin;

@@ -2,6 +2,7 @@
 
 use crate::admin::AdminApp;
 use crate::cli::Cli;
+use crate::config::model::Protocol;
 use crate::config::model::ServerSection;
 use crate::gateway::Gateway;
 use crate::health::HealthService;
@@ -9,7 +10,10 @@ use crate::observe::metrics_service::MetricsApp;
 use crate::proxy::connections::ConnectionCounter;
 use crate::proxy::Proxy;
 use crate::reload::ConfigWatcher;
+use crate::tls::SniCertificates;
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -60,12 +64,49 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
             Proxy::new(Arc::clone(gateway)),
             &name,
         );
-        svc.add_tcp(&l.addr.to_string());
+        match l.protocol {
+            Protocol::Https => {
+                let mut tls = match TlsSettings::with_callbacks(Box::new(SniCertificates::new(
+                    Arc::clone(gateway),
+                    &l.name,
+                ))) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        log::error!("listener {}: cannot set up TLS: {e}", l.name);
+                        continue;
+                    }
+                };
+                if l.http2 {
+                    tls.enable_h2();
+                }
+                svc.add_tls_with_settings(&l.addr.to_string(), None, tls);
+            }
+            _ => {
+                svc.add_tcp(&l.addr.to_string());
+                if l.http2 {
+                    if let Some(app) = svc.app_logic_mut() {
+                        let mut opts = HttpServerOptions::default();
+                        opts.h2c = true;
+                        app.server_options = Some(opts);
+                    }
+                }
+            }
+        }
         svc.set_connection_filter(Arc::new(ConnectionCounter(
             gateway.metrics().downstream_connections(&l.name),
         )));
         server.add_service(svc);
-        log::info!("listening for HTTP on {} ({})", l.addr, l.name);
+        log::info!(
+            "listening for {} on {} ({}{})",
+            if l.protocol == Protocol::Https {
+                "HTTPS"
+            } else {
+                "HTTP"
+            },
+            l.addr,
+            l.name,
+            if l.http2 { ", HTTP/2" } else { "" }
+        );
     }
     if let Some(addr) = snapshot.metrics_addr {
         let mut svc = Service::new(

@@ -105,3 +105,29 @@ fn a_missing_or_unparsable_file_is_an_error_not_a_panic() {
     assert_eq!(code, 1, "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(binary())
+                .arg("-t")
+                .arg("-c")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "conf/ has the demo and the container configs");
+}

@@ -117,9 +117,39 @@ pub struct ListenerConfig {
     pub name: String,
     /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
     pub address: String,
-    /// `http` (default). `https` and `tcp` are reserved for TLS and L4 listeners.
+    /// `http` (default) or `https`; `tcp` is reserved for L4 proxying.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Certificates, for `https` (required there, refused elsewhere).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+    /// HTTP/2 to clients: for `https`, offered through ALPN (default true); for `http`,
+    /// accepted with prior knowledge, h2c (default false).
+    #[serde(default)]
+    pub http2: Option<bool>,
+}
+
+/// The certificates of an HTTPS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// One or more certificates, chosen by the SNI name a client sends; the first one is the
+    /// default for clients without SNI or with an unknown name.
+    pub certificates: Vec<CertConfig>,
+}
+
+/// One certificate and its key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertConfig {
+    /// PEM file: the certificate, then its chain.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// Names this certificate serves (`*.example.com` allowed). Default: the certificate's
+    /// DNS subject alternative names (or its common name).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// Listener protocol.
@@ -240,6 +270,36 @@ pub struct UpstreamConfig {
     /// Retries to another backend on connect failure or timeout before any response byte.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Connect to the backends over TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// `1` (default) or `2`: HTTP/2 to the backends (ALPN `h2` over TLS, or h2c with prior
+    /// knowledge without TLS, which is what gRPC backends speak).
+    #[serde(default = "default_http_version")]
+    pub http_version: u8,
+}
+
+fn default_http_version() -> u8 {
+    1
+}
+
+/// TLS to the backends of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Server name sent (SNI) and checked against the backends' certificates.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the backends' certificate chain and name. Default: true.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// CA bundle (PEM) to verify against. Default: `server.ca_file`, else the system store.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One server.

@@ -25,6 +25,7 @@ pub fn probe_for(spec: &HealthSpec) -> Box<dyn HealthCheck + Send + Sync> {
             tcp
         }
         Some(http) => Box::new(HttpProbe {
+            tls: spec.tls.clone(),
             spec: http.clone(),
             timeout: spec.timeout,
             thresholds: (
@@ -39,6 +40,7 @@ pub fn probe_for(spec: &HealthSpec) -> Box<dyn HealthCheck + Send + Sync> {
 /// An HTTP request whose status (and optionally body) decides health.
 pub struct HttpProbe {
     spec: HttpProbeSpec,
+    tls: Option<crate::runtime::upstream::UpstreamTls>,
     timeout: std::time::Duration,
     thresholds: (usize, usize),
     connector: HttpConnector,
@@ -58,6 +60,9 @@ impl HealthCheck for HttpProbe {
         peer.options.connection_timeout = Some(self.timeout);
         peer.options.read_timeout = Some(self.timeout);
         peer.options.write_timeout = Some(self.timeout);
+        if let Some(tls) = &self.tls {
+            tls.apply(&mut peer);
+        }
         let mut req =
             RequestHeader::build(self.spec.method.clone(), self.spec.path.as_bytes(), None)?;
         let host = self.spec.host.clone().unwrap_or_else(|| addr.to_string());

@@ -45,6 +45,8 @@ pub struct HealthSpec {
     pub port: Option<u16>,
     /// `Some` for HTTP probes, `None` for TCP connect probes.
     pub http: Option<HttpProbeSpec>,
+    /// The upstream's TLS settings (HTTP probes then speak HTTPS).
+    pub tls: Option<crate::runtime::upstream::UpstreamTls>,
 }
 
 impl HealthSpec {
@@ -127,6 +129,7 @@ impl HealthSpec {
             unhealthy_threshold: cfg.unhealthy_threshold,
             port: cfg.port,
             http,
+            tls: None,
         })
     }
 }

@@ -5,16 +5,17 @@
 use super::retry::RetryPolicy;
 use super::router::{Matcher, Route, Router};
 use super::snapshot::{ListenerSpec, Snapshot};
-use super::upstream::{Connection, Upstream};
+use super::upstream::{Connection, Upstream, UpstreamTls};
 use crate::balance::{build_strategy, StateStore};
 use crate::config::model::{AccessLogConfig, Config, Protocol, UpstreamConfig};
 use crate::config::PathError;
 use crate::filters::chain::{build_filters, FilterChain};
 use crate::health::HealthSpec;
 use crate::observe::{AccessLog, Metrics};
+use crate::tls::CertStore;
 use portcullis_plugin::build::{PersistentStore, SharedMetrics};
 use portcullis_plugin::{BuildContext, FilterRegistry, Scope};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub struct CompileContext<'a> {
 pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<PathError>> {
     let mut errors = Vec::new();
 
-    let listeners = compile_listeners(cfg, &mut errors);
+    let (listeners, certificates) = compile_listeners(cfg, &mut errors);
 
     let mut upstreams = Vec::new();
     let mut upstream_names = HashSet::new();
@@ -158,6 +159,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         .collect();
     Ok(Snapshot {
         upstream_index,
+        certificates,
         generation: cx.generation,
         router: Router::new(routes),
         upstreams,
@@ -177,7 +179,13 @@ fn list_or_none(names: &[&str]) -> String {
     }
 }
 
-fn compile_listeners(cfg: &Config, errors: &mut Vec<PathError>) -> Vec<ListenerSpec> {
+type Certificates = HashMap<String, Arc<CertStore>>;
+
+fn compile_listeners(
+    cfg: &Config,
+    errors: &mut Vec<PathError>,
+) -> (Vec<ListenerSpec>, Certificates) {
+    let mut certificates = HashMap::new();
     if cfg.listeners.is_empty() {
         errors.push(PathError::at(
             "listeners",
@@ -198,15 +206,29 @@ fn compile_listeners(cfg: &Config, errors: &mut Vec<PathError>) -> Vec<ListenerS
                 format!("duplicate listener name `{}`", l.name),
             ));
         }
-        if l.protocol != Protocol::Http {
-            errors.push(PathError::at(
+        match (l.protocol, &l.tls) {
+            (Protocol::Https, Some(tls)) => match CertStore::load(&tls.certificates) {
+                Ok(store) => {
+                    certificates.insert(l.name.clone(), Arc::new(store));
+                }
+                Err(errs) => errors.extend(
+                    errs.into_iter()
+                        .map(|e| e.under(&format!("{path}.tls.certificates"))),
+                ),
+            },
+            (Protocol::Https, None) => errors.push(PathError::at(
+                format!("{path}.tls"),
+                "an https listener needs `tls: { certificates: [{ cert, key }] }`",
+            )),
+            (Protocol::Http, Some(_)) => errors.push(PathError::at(
+                format!("{path}.tls"),
+                "only allowed with `protocol: https`",
+            )),
+            (Protocol::Http, None) => {}
+            (Protocol::Tcp, _) => errors.push(PathError::at(
                 format!("{path}.protocol"),
-                format!(
-                    "protocol `{:?}` is not supported yet (allowed: http)",
-                    l.protocol
-                )
-                .to_lowercase(),
-            ));
+                "protocol `tcp` is not supported yet (allowed: http, https)",
+            )),
         }
         match parse_listen_addr(&l.address) {
             Ok(addr) => {
@@ -220,12 +242,34 @@ fn compile_listeners(cfg: &Config, errors: &mut Vec<PathError>) -> Vec<ListenerS
                     name: l.name.clone(),
                     addr,
                     protocol: l.protocol,
+                    http2: l.http2.unwrap_or(l.protocol == Protocol::Https),
                 });
             }
             Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),
         }
     }
-    out
+    (out, certificates)
+}
+
+fn compile_upstream_tls(
+    t: &crate::config::model::UpstreamTlsConfig,
+) -> Result<UpstreamTls, PathError> {
+    if t.verify && t.sni.as_deref().is_none_or(str::is_empty) {
+        return Err(PathError::at(
+            "sni",
+            "set the name the backends' certificates carry (or `verify: false`)",
+        ));
+    }
+    let ca = match &t.ca_file {
+        Some(path) => Some(crate::tls::load_ca(path).map_err(|e| PathError::at("ca_file", e))?),
+        None => None,
+    };
+    Ok(UpstreamTls {
+        sni: t.sni.clone().unwrap_or_default(),
+        verify: t.verify,
+        ca_file: t.ca_file.clone(),
+        ca,
+    })
 }
 
 fn compile_admin(
@@ -346,11 +390,26 @@ fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, 
     let factory = build_strategy(&u.strategy.kind, &u.strategy.params)
         .map_err(|e| errors.push(e.under("strategy")))
         .ok();
+    let tls = u.tls.as_ref().and_then(|t| {
+        compile_upstream_tls(t)
+            .map_err(|e| errors.push(e.under("tls")))
+            .ok()
+    });
+    if !matches!(u.http_version, 1 | 2) {
+        errors.push(PathError::at(
+            "http_version",
+            format!("must be 1 or 2, got {}", u.http_version),
+        ));
+    }
     let health = match &u.health_check {
         None => None,
         Some(h) => HealthSpec::compile(h)
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("health_check"))))
-            .ok(),
+            .ok()
+            .map(|mut spec| {
+                spec.tls = tls.clone();
+                spec
+            }),
     };
     let t = &u.timeouts;
     for (key, d) in [
@@ -380,7 +439,9 @@ fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, 
         t.write.map(|d| d.0),
         t.idle.0,
         u.keepalive.enabled,
-    );
+    )
+    .with_tls(tls.as_ref())
+    .with_http2(u.http_version == 2);
     Ok(Upstream::new(
         &u.name, factory, backends, conn, retry, health,
     ))

@@ -19,6 +19,8 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// Protocol.
     pub protocol: Protocol,
+    /// HTTP/2 to clients (ALPN for https, h2c for http).
+    pub http2: bool,
 }
 
 /// The admin API as configured.
@@ -60,6 +62,8 @@ pub struct Snapshot {
     pub server: ServerSection,
     /// Upstream name → index.
     pub upstream_index: HashMap<Arc<str>, usize>,
+    /// Certificates of each HTTPS listener, by listener name (replaced by reloads).
+    pub certificates: HashMap<String, Arc<crate::tls::CertStore>>,
 }
 
 impl Snapshot {

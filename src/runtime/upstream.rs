@@ -50,6 +50,48 @@ impl UpstreamBackend {
     }
 }
 
+/// TLS to an upstream's backends.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// SNI (and verified name).
+    pub sni: String,
+    /// Verify chain and name.
+    pub verify: bool,
+    /// Where the CA bundle came from (for comparisons).
+    pub ca_file: Option<String>,
+    /// CA bundle, when not the default store.
+    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, o: &Self) -> bool {
+        self.sni == o.sni && self.verify == o.verify && self.ca_file == o.ca_file
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl UpstreamTls {
+    /// Apply to a peer.
+    pub fn apply(&self, peer: &mut HttpPeer) {
+        peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
+        peer.sni = self.sni.clone();
+        peer.options.verify_cert = self.verify;
+        peer.options.verify_hostname = self.verify;
+        peer.options.ca = self.ca.clone();
+    }
+}
+
 /// Everything needed to reach an upstream's backends.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -74,6 +116,22 @@ impl Connection {
         peer.options.write_timeout = write;
         peer.options.idle_timeout = Some(if keepalive { idle } else { Duration::ZERO });
         Connection { peer, keepalive }
+    }
+
+    /// Connect over TLS.
+    pub fn with_tls(mut self, tls: Option<&UpstreamTls>) -> Self {
+        if let Some(t) = tls {
+            t.apply(&mut self.peer);
+        }
+        self
+    }
+
+    /// Speak HTTP/2 to the backends (h2 via ALPN over TLS, h2c with prior knowledge without).
+    pub fn with_http2(mut self, http2: bool) -> Self {
+        if http2 {
+            self.peer.options.set_http_version(2, 2);
+        }
+        self
     }
 }
 

@@ -1,0 +1,454 @@
+//! TLS and HTTP/2: certificates by SNI, h2 to clients, verified upstream TLS, h2c upstreams
+//! with gRPC-style trailers. Certificates are generated when the tests run.
+
+mod support;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::X509;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use support::*;
+
+struct TestCert {
+    cert: PathBuf,
+    key: PathBuf,
+    pem: String,
+}
+
+/// A self-signed certificate for `name` (its own subject, so trust stores tell them apart).
+fn make_cert(dir: &Path, name: &str) -> TestCert {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let c = params.self_signed(&key_pair).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, c.pem()).unwrap();
+    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+    TestCert {
+        cert,
+        key,
+        pem: c.pem(),
+    }
+}
+
+/// The protocol the server picks when a client offers h2 and http/1.1.
+fn negotiated_alpn(addr: SocketAddr, sni: &str) -> Option<Vec<u8>> {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let tls = b
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect(sni, tcp)
+        .unwrap();
+    tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec)
+}
+
+/// The subject alternative names of the certificate the server presents for `sni`.
+fn presented_names(addr: SocketAddr, sni: &str) -> Vec<String> {
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    let conn = b.build();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let tls = conn
+        .configure()
+        .unwrap()
+        .use_server_name_indication(true)
+        .verify_hostname(false)
+        .connect(sni, tcp)
+        .unwrap();
+    let cert = tls.ssl().peer_certificate().unwrap();
+    cert.subject_alt_names()
+        .map(|s| {
+            s.iter()
+                .filter_map(|n| n.dnsname().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn https_serves_the_certificate_of_each_sni_name_and_speaks_h2() {
+    let b = Backends::start(&["app"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, bb) = (
+        make_cert(dir.path(), "a.test"),
+        make_cert(dir.path(), "b.test"),
+    );
+    let gw = Gateway::start(&format!(
+        r#"
+listeners:
+  - name: secure
+    address: "{{listen}}"
+    protocol: https
+    tls:
+      certificates:
+        - {{ cert: "{}", key: "{}" }}
+        - {{ cert: "{}", key: "{}" }}
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams: [{{ name: pool, backends: [{{ address: "{}" }}] }}]
+"#,
+        a.cert.display(),
+        a.key.display(),
+        bb.cert.display(),
+        bb.key.display(),
+        b.addr(0)
+    ));
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    assert_eq!(presented_names(addr, "a.test"), ["a.test"]);
+    assert_eq!(presented_names(addr, "b.test"), ["b.test"]);
+    assert_eq!(
+        presented_names(addr, "unknown.test"),
+        ["a.test"],
+        "the first certificate is the default"
+    );
+    assert_eq!(
+        negotiated_alpn(addr, "a.test").as_deref(),
+        Some(&b"h2"[..]),
+        "h2 is offered through ALPN"
+    );
+
+    // A real client, verifying both certificates, negotiates HTTP/2 through ALPN.
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(a.pem.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(bb.pem.as_bytes()).unwrap())
+        .resolve("a.test", addr)
+        .resolve("b.test", addr)
+        .build()
+        .unwrap();
+    for host in ["a.test", "b.test"] {
+        let r = client
+            .get(format!("https://{host}:{}/", gw.port))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{host}");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "{host}");
+        assert_eq!(r.headers()["x-backend"], "app");
+    }
+}
+
+/// A blocking HTTPS/1.1 backend answering `secure\n` with the given certificate.
+fn tls_backend(cert: &TestCert) -> SocketAddr {
+    let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acc.set_certificate(&X509::from_pem(&std::fs::read(&cert.cert).unwrap()).unwrap())
+        .unwrap();
+    acc.set_private_key(&PKey::private_key_from_pem(&std::fs::read(&cert.key).unwrap()).unwrap())
+        .unwrap();
+    let acceptor = std::sync::Arc::new(acc.build());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let acceptor = acceptor.clone();
+            std::thread::spawn(move || {
+                let Ok(tls) = acceptor.accept(stream) else {
+                    return;
+                };
+                let mut reader = BufReader::new(tls);
+                loop {
+                    let mut line = String::new();
+                    let mut length = 0usize;
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nx-backend: secure\r\n\r\nsecure\n";
+                    if reader.get_mut().write_all(resp).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn upstream_tls_config(backend: SocketAddr, tls: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+access_log: off
+routes: [{{ name: all, upstream: secure }}]
+upstreams:
+  - name: secure
+    retry: {{ attempts: 0 }}
+    tls: {tls}
+    backends: [{{ address: "{backend}" }}]
+"#
+    )
+}
+
+#[test]
+fn upstream_tls_verifies_and_fails_clearly_on_a_bad_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend_cert = make_cert(dir.path(), "backend.test");
+    let stranger = make_cert(dir.path(), "stranger.test");
+    let backend = tls_backend(&backend_cert);
+    let c = client();
+
+    let ok = Gateway::start(&upstream_tls_config(
+        backend,
+        &format!(
+            "{{ sni: backend.test, ca_file: \"{}\" }}",
+            backend_cert.cert.display()
+        ),
+    ));
+    let r = c.get(ok.url("/")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "secure\n");
+
+    let wrong_ca = Gateway::start(&upstream_tls_config(
+        backend,
+        &format!(
+            "{{ sni: backend.test, ca_file: \"{}\" }}",
+            stranger.cert.display()
+        ),
+    ));
+    assert_eq!(c.get(wrong_ca.url("/")).send().unwrap().status(), 502);
+    assert!(
+        poll_until(std::time::Duration::from_secs(5), || wrong_ca
+            .stderr()
+            .contains("certificate verify failed")),
+        "the log says why: {}",
+        wrong_ca.stderr()
+    );
+
+    let wrong_name = Gateway::start(&upstream_tls_config(
+        backend,
+        &format!(
+            "{{ sni: other.test, ca_file: \"{}\" }}",
+            backend_cert.cert.display()
+        ),
+    ));
+    assert_eq!(
+        c.get(wrong_name.url("/")).send().unwrap().status(),
+        502,
+        "the name is verified too"
+    );
+
+    let unverified = Gateway::start(&upstream_tls_config(backend, "{ verify: false }"));
+    assert_eq!(c.get(unverified.url("/")).send().unwrap().status(), 200);
+}
+
+/// A plaintext HTTP/2 (h2c) backend answering like a gRPC server: body, then trailers.
+fn h2c_backend(rt: &tokio::runtime::Runtime) -> SocketAddr {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut got = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            got.extend_from_slice(&chunk);
+                        }
+                        let resp = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let Ok(mut send) = respond.send_response(resp, false) else {
+                            return;
+                        };
+                        let mut reply = b"echo:".to_vec();
+                        reply.extend_from_slice(&got);
+                        let _ = send.send_data(reply.into(), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert("grpc-message", "fine".parse().unwrap());
+                        let _ = send.send_trailers(trailers);
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn h2c_end_to_end_passes_grpc_style_trailers() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = h2c_backend(&rt);
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: grpc, address: "{{listen}}", http2: true }}]
+access_log: off
+routes: [{{ name: all, upstream: grpc }}]
+upstreams:
+  - name: grpc
+    http_version: 2
+    backends: [{{ address: "{backend}" }}]
+"#
+    ));
+    let port = gw.port;
+    let (status, ctype, body, trailers) = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://127.0.0.1:{port}/pkg.Service/Method"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        send.send_data(bytes::Bytes::from_static(b"hello"), true)
+            .unwrap();
+        let resp = resp.await.unwrap();
+        let status = resp.status().as_u16();
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let mut recv = resp.into_body();
+        let mut body = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        let trailers = recv.trailers().await.unwrap().unwrap_or_default();
+        (status, ctype, body, trailers)
+    });
+    assert_eq!(status, 200);
+    assert_eq!(ctype, "application/grpc");
+    assert_eq!(body, b"echo:hello");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "trailers pass through"
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.to_str().unwrap()),
+        Some("fine")
+    );
+}
+
+#[test]
+fn bad_certificates_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a.test");
+    let other = make_cert(dir.path(), "other.test");
+    let check = |tls: &str| {
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            format!("listeners:\n  - name: s\n    address: 127.0.0.1:1\n    protocol: https\n    tls: {tls}\nupstreams: []\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(binary())
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) =
+        check("{ certificates: [{ cert: /nonexistent.pem, key: /nonexistent.key }] }");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("listeners[0].tls.certificates[0].cert: cannot read `/nonexistent.pem`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("listeners[0].tls.certificates[0].key: cannot read"),
+        "{err}"
+    );
+    let (code, err) = check(&format!(
+        "{{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}",
+        a.cert.display(),
+        other.key.display()
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("listeners[0].tls.certificates[0].key") && err.contains("is not the key of"),
+        "{err}"
+    );
+    let (code, _) = check(&format!(
+        "{{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}",
+        a.cert.display(),
+        a.key.display()
+    ));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_reload_replaces_certificates() {
+    let b = Backends::start(&["app"]);
+    let dir = tempfile::tempdir().unwrap();
+    let old = make_cert(dir.path(), "a.test");
+    let sub = dir.path().join("new");
+    std::fs::create_dir(&sub).unwrap();
+    let new = make_cert(&sub, "a.test");
+    let yaml = |c: &TestCert| {
+        format!(
+            "listeners: [{{ name: s, address: \"{{listen}}\", protocol: https, tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }} }}]\naccess_log: off\nroutes: [{{ name: all, upstream: p }}]\nupstreams: [{{ name: p, backends: [{{ address: \"{}\" }}] }}]\n",
+            c.cert.display(),
+            c.key.display(),
+            b.addr(0)
+        )
+    };
+    let gw = Gateway::start(&yaml(&old));
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    let fingerprint = |addr| {
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        let tls = b
+            .build()
+            .configure()
+            .unwrap()
+            .verify_hostname(false)
+            .connect("a.test", TcpStream::connect(addr).unwrap())
+            .unwrap();
+        tls.ssl().peer_certificate().unwrap().to_pem().unwrap()
+    };
+    let pem_of = |c: &TestCert| X509::from_pem(c.pem.as_bytes()).unwrap().to_pem().unwrap();
+    assert_eq!(fingerprint(addr), pem_of(&old));
+    gw.write_config(&yaml(&new));
+    gw.signal("HUP");
+    assert!(
+        poll_until(std::time::Duration::from_secs(10), || fingerprint(addr)
+            == pem_of(&new)),
+        "new handshakes get the new certificate"
+    );
+}
