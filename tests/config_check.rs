@@ -2,7 +2,7 @@
 
 mod support;
 use std::process::Command;
-use support::binary;
+use support::{binary, check_config};
 
 const VALID: &str = r#"
 listeners:
@@ -18,27 +18,9 @@ upstreams:
         weight: 2
 "#;
 
-fn check(yaml: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    (
-        out.status.code().unwrap_or(-1),
-        text.replace(&path.display().to_string(), "FILE"),
-    )
-}
-
 #[test]
 fn a_valid_file_passes() {
-    let (code, out) = check(VALID);
+    let (code, out) = check_config(VALID);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("is valid"));
 }
@@ -55,7 +37,7 @@ fn broken_files_fail_and_name_file_line_and_key_path() {
     // Each case replaces the last line of VALID (`        weight: 2`).
     for (what, replacement, want) in cases {
         let yaml = VALID.replace("        weight: 2\n", replacement);
-        let (code, out) = check(&yaml);
+        let (code, out) = check_config(&yaml);
         assert_ne!(code, 0, "{what}: {out}");
         assert!(out.contains(want), "{what}: expected `{want}` in:\n{out}");
     }
@@ -79,7 +61,7 @@ upstreams:
     backends:
       - address: 127.0.0.1:9001
 "#;
-    let (code, out) = check(yaml);
+    let (code, out) = check_config(yaml);
     assert_ne!(code, 0);
     for want in [
         "FILE:5: listeners[1].name: duplicate listener name `web`",
@@ -101,7 +83,7 @@ fn a_missing_or_unparsable_file_is_an_error_not_a_panic() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the file"));
-    let (code, out) = check("listeners: [unclosed");
+    let (code, out) = check_config("listeners: [unclosed");
     assert_eq!(code, 1, "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }

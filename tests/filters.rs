@@ -341,7 +341,7 @@ fn the_example_plugin_loads_from_yaml_in_a_custom_binary_and_acts() {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(b.requests(0), 1);
     // The stock binary does not know the plugin: a validation error that names it.
-    let (code, out) = check_file(&route_config(
+    let (code, out) = check_config(&route_config(
         &b,
         1,
         "",
@@ -354,31 +354,10 @@ fn the_example_plugin_loads_from_yaml_in_a_custom_binary_and_acts() {
     );
 }
 
-fn check_file(yaml: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(
-        &path,
-        yaml.replace("{listen}", "127.0.0.1:1")
-            .replace("{metrics}", "127.0.0.1:2"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(binary())
-        .arg("-t")
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE"),
-    )
-}
-
 #[test]
 fn a_bad_filter_config_fails_the_check_and_names_the_route_filter_and_key() {
     let b = Backends::start(&["a"]);
-    let (code, out) = check_file(&route_config(
+    let (code, out) = check_config(&route_config(
         &b,
         1,
         "",
@@ -389,7 +368,7 @@ fn a_bad_filter_config_fails_the_check_and_names_the_route_filter_and_key() {
         out.contains("FILE:9: routes[0].filters[0].brust: filter `rate_limit` on route `api`: unknown field `brust`"),
         "{out}"
     );
-    let (code, out) = check_file(&route_config(
+    let (code, out) = check_config(&route_config(
         &b,
         1,
         "",

@@ -366,22 +366,10 @@ fn bad_certificates_are_config_errors() {
     let a = make_cert(dir.path(), "a.test");
     let other = make_cert(dir.path(), "other.test");
     let check = |tls: &str| {
-        let path = dir.path().join("c.yaml");
-        std::fs::write(
-            &path,
-            format!("listeners:\n  - name: s\n    address: 127.0.0.1:1\n    protocol: https\n    tls: {tls}\nupstreams: []\n"),
-        )
-        .unwrap();
-        let out = std::process::Command::new(binary())
-            .arg("-t")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let (code, out) = check_config(&format!(
+            "listeners:\n  - name: s\n    address: 127.0.0.1:1\n    protocol: https\n    tls: {tls}\nupstreams: []\n"
+        ));
+        (Some(code), out)
     };
     let (code, err) =
         check("{ certificates: [{ cert: /nonexistent.pem, key: /nonexistent.key }] }");

@@ -128,40 +128,16 @@ pub fn join_path(parent: &str, child: &str) -> String {
 
 /// Deserialize a typed sub-config from a YAML value, reporting the failing key path.
 ///
-/// This is how strategies and filters turn their free-form `serde_yaml::Value` into typed,
-/// `deny_unknown_fields` config with errors the loader can place on a line.
-/// A null value (an absent or empty section) reads as an empty map, so all-default configs work.
+/// This is how strategies turn their free-form `serde_yaml::Value` into typed,
+/// `deny_unknown_fields` config with errors the loader can place on a line. It is the plugin
+/// API's `parse_config`, so filters and strategies report config errors the same way.
 pub fn from_value<T: serde::de::DeserializeOwned>(
     value: &serde_yaml::Value,
 ) -> Result<T, PathError> {
-    let value = match value {
-        serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
-        v => v.clone(),
-    };
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        PathError::at(path, clean_serde_message(&e.into_inner().to_string()))
-    })
+    portcullis_plugin::build::parse_config(value).map_err(|e| PathError::at(e.path, e.message))
 }
 
-/// Strip serde_yaml's own `path: ` prefix and ` at line L column C` suffix; the loader adds
-/// the file, line and path itself.
-pub(crate) fn clean_serde_message(msg: &str) -> String {
-    let msg = match msg.find(" at line ") {
-        Some(i) => &msg[..i],
-        None => msg,
-    };
-    let is_path = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c))
-    };
-    match msg.split_once(": ") {
-        Some((prefix, rest)) if is_path(prefix) => rest.to_string(),
-        _ => msg.to_string(),
-    }
-}
+pub(crate) use portcullis_plugin::build::clean_serde_message;
 
 #[cfg(test)]
 mod tests {
@@ -176,18 +152,6 @@ mod tests {
         assert_eq!(join_path("routes", "[2]"), "routes[2]");
         assert_eq!(join_path("", "a"), "a");
         assert_eq!(join_path("a", ""), "a");
-    }
-
-    #[test]
-    fn strips_serde_yaml_path_and_position() {
-        assert_eq!(
-            clean_serde_message("upstreams[0].backends[0]: unknown field `x`, expected one of `a` at line 3 column 9"),
-            "unknown field `x`, expected one of `a`"
-        );
-        assert_eq!(
-            clean_serde_message("invalid type: string \"a\", expected u32"),
-            "invalid type: string \"a\", expected u32"
-        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::config::model::{BackoffConfig, BudgetConfig, RetryConfig};
 use crate::config::PathError;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use portcullis_plugin::window::SecondsWindow;
 use std::time::Duration;
 
 /// A compiled retry policy.
@@ -96,16 +96,14 @@ impl RetryPolicy {
     }
 }
 
-const SEC: u64 = 1_000_000_000;
-const SLOTS: usize = 64;
-
 /// Retries allowed over a sliding window: `ratio * requests + min_per_second * window`.
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,
     min_per_second: u32,
-    window_secs: u64,
-    slots: [(AtomicU64, AtomicU32, AtomicU32); SLOTS],
+    window: std::time::Duration,
+    /// Requests and retries per second.
+    counts: SecondsWindow,
 }
 
 impl RetryBudget {
@@ -114,53 +112,24 @@ impl RetryBudget {
         RetryBudget {
             ratio: c.ratio,
             min_per_second: c.min_per_second,
-            window_secs: c.window.0.as_secs().clamp(1, SLOTS as u64 - 1),
-            slots: std::array::from_fn(|_| {
-                (
-                    AtomicU64::new(u64::MAX),
-                    AtomicU32::new(0),
-                    AtomicU32::new(0),
-                )
-            }),
+            window: c.window.0,
+            counts: SecondsWindow::new(),
         }
     }
 
     fn add(&self, now_ns: u64, retry: bool) {
-        let sec = now_ns / SEC;
-        let (epoch, requests, retries) = &self.slots[(sec as usize) % SLOTS];
-        if epoch.swap(sec, Relaxed) != sec {
-            requests.store(0, Relaxed);
-            retries.store(0, Relaxed);
-        }
         if retry {
-            retries.fetch_add(1, Relaxed);
+            self.counts.add(now_ns, 0, 1);
         } else {
-            requests.fetch_add(1, Relaxed);
+            self.counts.add(now_ns, 1, 0);
         }
-    }
-
-    /// (requests, retries) in the window.
-    fn totals(&self, now_ns: u64) -> (u64, u64) {
-        let sec = now_ns / SEC;
-        self.slots
-            .iter()
-            .filter(|(e, _, _)| {
-                let e = e.load(Relaxed);
-                e != u64::MAX && e <= sec && sec - e < self.window_secs
-            })
-            .fold((0, 0), |(q, r), (_, req, ret)| {
-                (
-                    q + u64::from(req.load(Relaxed)),
-                    r + u64::from(ret.load(Relaxed)),
-                )
-            })
     }
 
     /// Spend one retry if the budget has room.
     pub fn try_spend(&self, now_ns: u64) -> bool {
-        let (requests, retries) = self.totals(now_ns);
-        let allowed =
-            self.ratio * requests as f64 + f64::from(self.min_per_second) * self.window_secs as f64;
+        let (requests, retries) = self.counts.sum(now_ns, self.window);
+        let allowed = self.ratio * requests as f64
+            + f64::from(self.min_per_second) * self.window.as_secs() as f64;
         if (retries as f64) < allowed {
             self.add(now_ns, true);
             true
@@ -182,6 +151,7 @@ mod tests {
             min_per_second: 1,
             window: Dur::secs(10),
         });
+        const SEC: u64 = 1_000_000_000;
         let now = 100 * SEC;
         for _ in 0..100 {
             b.add(now, false);

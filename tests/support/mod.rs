@@ -322,6 +322,31 @@ impl Drop for Gateway {
     }
 }
 
+/// Run `portcullis -t` on `yaml` (placeholders filled with unused addresses); returns the exit
+/// code and the output, with the temporary file's path replaced by `FILE`.
+pub fn check_config(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("c.yaml");
+    let text = yaml
+        .replace("{listen}", "127.0.0.1:1")
+        .replace("{metrics}", "127.0.0.1:2")
+        .replace("{admin}", "127.0.0.1:3")
+        .replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(binary())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run -t");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code().unwrap_or(-1),
+        text.replace(&path.display().to_string(), "FILE"),
+    )
+}
+
 /// Replace `{listen}`, `{metrics}`, `{admin}` and `{dir}`, and prepend a `server:` section
 /// with per-test pid file and upgrade socket unless the yaml has one.
 fn render(yaml: &str, dir: &std::path::Path, port: u16, metrics: u16, admin: u16) -> String {

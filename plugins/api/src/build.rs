@@ -53,19 +53,26 @@ pub fn parse_config<C: DeserializeOwned>(config: &serde_yaml::Value) -> Result<C
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let msg = e.into_inner().to_string();
-        let msg = msg
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        // serde_yaml prefixes its own copy of the path.
-        let msg = match msg.split_once(": ") {
-            Some((p, rest)) if !p.contains(' ') && !p.is_empty() => rest.to_string(),
-            _ => msg,
-        };
-        FilterError::at(path, msg)
+        FilterError::at(path, clean_serde_message(&e.into_inner().to_string()))
     })
+}
+
+/// A serde_yaml message without its own `path: ` prefix and ` at line L column C` suffix (the
+/// gateway reports the file, line and path itself).
+pub fn clean_serde_message(msg: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    let is_path = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.[]".contains(c))
+    };
+    match msg.split_once(": ") {
+        Some((prefix, rest)) if is_path(prefix) => rest.to_string(),
+        _ => msg.to_string(),
+    }
 }
 
 /// Builds a filter from its config.
@@ -278,5 +285,35 @@ impl<'a> BuildContext<'a> {
             ),
         );
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_serde_yaml_path_and_position() {
+        assert_eq!(
+            clean_serde_message("upstreams[0].backends[0]: unknown field `x`, expected one of `a` at line 3 column 9"),
+            "unknown field `x`, expected one of `a`"
+        );
+        assert_eq!(
+            clean_serde_message("invalid type: string \"a\", expected u32"),
+            "invalid type: string \"a\", expected u32"
+        );
+    }
+
+    #[test]
+    fn null_reads_as_an_empty_map_and_paths_are_reported() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            #[serde(default)]
+            n: u32,
+        }
+        assert_eq!(parse_config::<C>(&serde_yaml::Value::Null).unwrap().n, 0);
+        let e = parse_config::<C>(&serde_yaml::from_str("{m: 1}").unwrap()).unwrap_err();
+        assert_eq!(e.path, "m");
     }
 }

@@ -39,6 +39,7 @@ pub mod headers;
 pub mod outcome;
 pub mod request;
 pub mod testing;
+pub mod window;
 
 pub use build::{BuildContext, FilterError, FilterFactory, FilterRegistry, Scope};
 pub use duration::Dur;

@@ -1,6 +1,7 @@
 //! One backend's circuit: the state machine, with atomics on the request path and a lock
 //! only around transitions. Time is passed in (nanoseconds), so it is tested without sleeping.
 
+use portcullis_plugin::window::SecondsWindow;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
@@ -95,63 +96,6 @@ impl BreakerPolicy {
     }
 }
 
-const BUCKETS: usize = 64;
-const SEC: u64 = 1_000_000_000;
-
-/// Requests and failures per second over the last minute.
-#[derive(Debug)]
-struct Window {
-    buckets: [(AtomicU64, AtomicU32, AtomicU32); BUCKETS],
-}
-
-impl Window {
-    fn new() -> Self {
-        Window {
-            buckets: std::array::from_fn(|_| {
-                (
-                    AtomicU64::new(u64::MAX),
-                    AtomicU32::new(0),
-                    AtomicU32::new(0),
-                )
-            }),
-        }
-    }
-
-    fn add(&self, now: u64, failed: bool) {
-        let sec = now / SEC;
-        let (epoch, total, failures) = &self.buckets[(sec as usize) % BUCKETS];
-        if epoch.swap(sec, Relaxed) != sec {
-            total.store(0, Relaxed);
-            failures.store(0, Relaxed);
-        }
-        total.fetch_add(1, Relaxed);
-        if failed {
-            failures.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// (requests, failures) in the last `window`.
-    fn sum(&self, now: u64, window: Duration) -> (u32, u32) {
-        let sec = now / SEC;
-        let span = window.as_secs().clamp(1, BUCKETS as u64 - 1);
-        self.buckets
-            .iter()
-            .filter(|(e, _, _)| {
-                let e = e.load(Relaxed);
-                e != u64::MAX && e <= sec && sec - e < span
-            })
-            .fold((0, 0), |(t, f), (_, total, failures)| {
-                (t + total.load(Relaxed), f + failures.load(Relaxed))
-            })
-    }
-
-    fn clear(&self) {
-        for (e, _, _) in &self.buckets {
-            e.store(u64::MAX, Relaxed);
-        }
-    }
-}
-
 /// The circuit of one backend.
 #[derive(Debug)]
 pub struct Breaker {
@@ -164,7 +108,7 @@ pub struct Breaker {
     probes: AtomicU32,
     probe_successes: AtomicU32,
     probe_started: AtomicU64,
-    window: Window,
+    window: SecondsWindow,
     transition: Mutex<()>,
 }
 
@@ -184,7 +128,7 @@ impl Breaker {
             probes: AtomicU32::new(0),
             probe_successes: AtomicU32::new(0),
             probe_started: AtomicU64::new(0),
-            window: Window::new(),
+            window: SecondsWindow::new(),
             transition: Mutex::new(()),
         }
     }
@@ -283,7 +227,7 @@ impl Breaker {
                 None
             }
             State::Closed => {
-                self.window.add(now, failed);
+                self.window.add(now, 1, u32::from(failed));
                 if !failed {
                     self.consecutive.store(0, Relaxed);
                     return None;
@@ -293,8 +237,8 @@ impl Breaker {
                     format!("{run} consecutive failures")
                 } else if let Some(ratio) = p.failure_ratio {
                     let (total, failures) = self.window.sum(now, p.window);
-                    if total >= p.min_requests.max(1)
-                        && f64::from(failures) >= ratio * f64::from(total)
+                    if total >= u64::from(p.min_requests.max(1))
+                        && failures as f64 >= ratio * total as f64
                     {
                         format!("{failures} of {total} requests failed in {:?}", p.window)
                     } else {
