@@ -55,11 +55,6 @@ impl Overlay {
         }
     }
 
-    /// Whether `addr` is drained.
-    pub fn is_drained(&self, addr: &SocketAddr) -> bool {
-        self.drained.contains(addr)
-    }
-
     /// The backend to insert for an addition.
     pub fn backend(store: &StateStore, addr: SocketAddr, b: &AddedBackend) -> UpstreamBackend {
         let mut ub = Upstream::backend_from(store, addr, b.weight, b.backup);

@@ -191,7 +191,7 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
-        ctx.snapshot = Some(Arc::clone(&snapshot));
+        ctx.snapshot = Some(snapshot);
         let Some(r) = answer else { return Ok(false) };
         ctx.local = Some(LocalReason::Filter);
         let mut header =
