@@ -1,7 +1,9 @@
 //! A tiny HTTP/1.1 origin server for demos and tests.
 //!
 //! It answers every request with its own name (`<name>\n`, header `x-backend: <name>`) and
-//! echoes the `x-request-id` it received as `x-upstream-request-id`. `GET /healthz` answers
+//! echoes the `x-request-id` it received as `x-upstream-request-id`, the request target as
+//! `x-seen-path`, and the forwarding headers it received (`x-forwarded-for`,
+//! `x-forwarded-proto`, `x-forwarded-host`, `forwarded`) as `x-seen-<name>`. `GET /healthz` answers
 //! `ok`. Its behaviour can be changed while it runs: a delay, a status code, a separate health
 //! status; and it can be stopped, which closes the listener and every open connection (so a
 //! proxy's pooled connections break too, like a crashed process).
@@ -160,6 +162,7 @@ async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std:
     let mut chunked = false;
     let mut close = false;
     let mut request_id = None;
+    let mut echoes = String::new();
     for line in lines {
         let Some((k, v)) = line.split_once(':') else {
             continue;
@@ -170,6 +173,9 @@ async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std:
             "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
             "connection" => close = v.eq_ignore_ascii_case("close"),
             "x-request-id" => request_id = Some(v.to_string()),
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" => {
+                echoes.push_str(&format!("x-seen-{k}: {v}\r\n"));
+            }
             _ => {}
         }
     }
@@ -208,6 +214,10 @@ async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std:
     if let Some(id) = request_id {
         resp.push_str(&format!("x-upstream-request-id: {id}\r\n"));
     }
+    if path.bytes().all(|b| b > b' ' && b < 0x7f) {
+        resp.push_str(&format!("x-seen-path: {path}\r\n"));
+    }
+    resp.push_str(&echoes);
     if close {
         resp.push_str("connection: close\r\n");
     }
@@ -233,6 +243,7 @@ async fn read_chunked(stream: &mut BufReader<TcpStream>) -> std::io::Result<()> 
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         404 => "Not Found",
         429 => "Too Many Requests",

@@ -240,7 +240,14 @@ fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
              use a graceful upgrade (start `portcullis -u`, then SIGQUIT the old process)"
                 .to_string(),
         );
-        next.listeners = current.listeners.clone();
+        // The sockets stay; each kept listener takes the new file's client policy.
+        let mut kept = current.listeners.clone();
+        for l in &mut kept {
+            if let Some(n) = next.listeners.iter().find(|n| n.name == l.name) {
+                l.policy = Arc::clone(&n.policy);
+            }
+        }
+        next.listeners = kept;
     }
     if next.metrics_addr != current.metrics_addr {
         notes.push("the metrics address changes only with a graceful upgrade".to_string());

@@ -18,6 +18,7 @@ pub mod health;
 pub mod observe;
 pub mod proxy;
 pub mod reload;
+pub mod request;
 pub mod runtime;
 pub mod server;
 pub mod tls;

@@ -8,8 +8,10 @@ use crate::gateway::Gateway;
 use crate::health::HealthService;
 use crate::observe::metrics_service::MetricsApp;
 use crate::proxy::connections::ConnectionCounter;
+use crate::proxy::guard::{ClientGuard, DeadlineSource, Deadlines};
 use crate::proxy::Proxy;
 use crate::reload::ConfigWatcher;
+use crate::runtime::listener::ClientPolicy;
 use crate::tls::SniCertificates;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -57,13 +59,22 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&snapshot.server, cli));
     server.bootstrap();
 
-    for l in &snapshot.listeners {
+    for (index, l) in snapshot.listeners.iter().enumerate() {
         let name = format!("listener {}", l.name);
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
+        let mut proxy = pingora::proxy::http_proxy(
             &server.configuration,
-            Proxy::new(Arc::clone(gateway)),
-            &name,
+            Proxy::new(Arc::clone(gateway), index),
         );
+        let h2c = l.http2 && l.protocol != Protocol::Https;
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        opts.h2_idle_timeout = Some(l.policy.deadlines.idle);
+        proxy.server_options = Some(opts);
+        let source = Arc::new(ListenerDeadlines {
+            gateway: Arc::clone(gateway),
+            index,
+        });
+        let mut svc = Service::new(name, ClientGuard::new(proxy, source, h2c));
         match l.protocol {
             Protocol::Https => {
                 let mut tls = match TlsSettings::with_callbacks(Box::new(SniCertificates::new(
@@ -81,16 +92,7 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
                 }
                 svc.add_tls_with_settings(&l.addr.to_string(), None, tls);
             }
-            _ => {
-                svc.add_tcp(&l.addr.to_string());
-                if l.http2 {
-                    if let Some(app) = svc.app_logic_mut() {
-                        let mut opts = HttpServerOptions::default();
-                        opts.h2c = true;
-                        app.server_options = Some(opts);
-                    }
-                }
-            }
+            _ => svc.add_tcp(&l.addr.to_string()),
         }
         svc.set_connection_filter(Arc::new(ConnectionCounter(
             gateway.metrics().downstream_connections(&l.name),
@@ -153,6 +155,22 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
         Housekeeping(Arc::clone(gateway)),
     ));
     server
+}
+
+/// A listener's deadlines from the live snapshot (a reload changes them for new connections).
+struct ListenerDeadlines {
+    gateway: Arc<Gateway>,
+    index: usize,
+}
+
+impl DeadlineSource for ListenerDeadlines {
+    fn deadlines(&self) -> Deadlines {
+        let snapshot = self.gateway.snapshot();
+        snapshot
+            .listeners
+            .get(self.index)
+            .map_or_else(|| ClientPolicy::default().deadlines, |l| l.policy.deadlines)
+    }
 }
 
 /// Periodic chores: write out buffered access-log lines (every 100 ms), and let filters do

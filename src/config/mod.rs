@@ -3,6 +3,8 @@
 //! Meaning (references, duplicates, ranges, strategy parameters) is checked while compiling the
 //! runtime snapshot, see [`crate::runtime::compile`]; its errors come back here to be located.
 
+pub mod bounds;
+pub mod client;
 pub mod duration;
 pub mod error;
 pub mod locate;
@@ -39,15 +41,42 @@ impl Source {
     }
 }
 
-/// Read and parse a config file. Only the shape is checked here.
+/// Read and parse a config file. Only the shape is checked here. At most
+/// [`bounds::MAX_BYTES`] are read, whatever the file's size.
 pub fn read_file(path: &Path) -> Result<(Config, Source), ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::file_level(path, format!("cannot read the file: {e}")))?;
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| ConfigErrors::file_level(path, format!("cannot read the file: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(bounds::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > bounds::MAX_BYTES {
+        return Err(ConfigErrors::file_level(
+            path,
+            format!(
+                "the file is larger than the limit of {} bytes (4 MiB)",
+                bounds::MAX_BYTES
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ConfigErrors::file_level(path, format!("the file is not UTF-8: {e}")))?;
     parse_str(path, &text)
 }
 
-/// Parse config text; `path` only names the source in errors.
+/// Parse config text; `path` only names the source in errors. The text is checked against
+/// [`bounds`] first, so no input can exhaust the stack or memory.
 pub fn parse_str(path: &Path, text: &str) -> Result<(Config, Source), ConfigErrors> {
+    if let Err(e) = bounds::check(text) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: e.line,
+            path: String::new(),
+            message: e.message,
+        }]));
+    }
     let source = Source {
         path: path.to_path_buf(),
         lines: LineIndex::build(text),

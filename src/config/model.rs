@@ -127,6 +127,15 @@ pub struct ListenerConfig {
     /// accepted with prior knowledge, h2c (default false).
     #[serde(default)]
     pub http2: Option<bool>,
+    /// Request-path normalisation (see [`super::client::PathConfig`]).
+    #[serde(default)]
+    pub path: super::client::PathConfig,
+    /// Client timeouts and size limits (see [`super::client::ClientConfig`]).
+    #[serde(default)]
+    pub client: super::client::ClientConfig,
+    /// Client address and forwarded headers (see [`super::client::ForwardedConfig`]).
+    #[serde(default)]
+    pub forwarded: super::client::ForwardedConfig,
 }
 
 /// The certificates of an HTTPS listener.
@@ -230,6 +239,9 @@ pub struct PathMatchConfig {
     pub exact: Option<String>,
     /// The path must start with this.
     pub prefix: Option<String>,
+    /// Compare `prefix` ignoring ASCII case (`/ADMIN` matches `/admin`). Default: false.
+    #[serde(default)]
+    pub ignore_case: bool,
 }
 
 /// A header condition: `name` plus exactly one of `present`, `exact`, `regex`.

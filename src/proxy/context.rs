@@ -51,6 +51,10 @@ pub enum LocalReason {
     Filter,
     /// Filters refused every available backend (e.g. all circuits open).
     Vetoed,
+    /// Refused before routing: a limit, or a path that cannot be normalised.
+    Refused,
+    /// The backend's answer was refused (e.g. an unsolicited 101).
+    BadUpstreamResponse,
 }
 
 /// The context of one request.
@@ -90,6 +94,8 @@ pub struct RequestCtx {
     pub outcomes_reported: u8,
     /// Whether the request's final outcome was reported.
     pub final_reported: bool,
+    /// The client's address (the peer, or the forwarded client behind a trusted proxy).
+    pub client_ip: Option<std::net::IpAddr>,
     /// Scratch space of the route's filters.
     pub filter_state: RequestState,
 }

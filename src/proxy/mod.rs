@@ -10,8 +10,10 @@
 //! `logging` reports the final outcome, records metrics and the access-log line and releases
 //! the in-flight slot (which the slot's own `Drop` also does if the request is abandoned).
 
+pub mod client;
 pub mod connections;
 pub mod context;
+pub mod guard;
 mod outcome;
 pub mod request_id;
 pub mod respond;
@@ -28,6 +30,7 @@ use crate::runtime::router::{request_host, Route};
 use crate::runtime::Upstream;
 use async_trait::async_trait;
 use bytes::Bytes;
+use client::client_socket;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -40,20 +43,36 @@ use std::sync::Arc;
 /// The proxy of one listener.
 pub struct Proxy {
     gateway: Arc<Gateway>,
+    /// Index of the listener in the snapshot (stable across reloads: listeners change only
+    /// with a graceful upgrade).
+    listener: usize,
 }
 
 impl Proxy {
-    /// A proxy serving `gateway`'s live config.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        Proxy { gateway }
+    /// A proxy serving `gateway`'s live config on its listener number `listener`.
+    pub fn new(gateway: Arc<Gateway>, listener: usize) -> Self {
+        Proxy { gateway, listener }
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The connection's peer address.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+fn policy_of(
+    snapshot: &crate::runtime::Snapshot,
+    listener: usize,
+) -> &crate::runtime::listener::ClientPolicy {
+    static DEFAULT: once_cell::sync::Lazy<crate::runtime::listener::ClientPolicy> =
+        once_cell::sync::Lazy::new(Default::default);
+    snapshot
+        .listeners
+        .get(listener)
+        .map_or(&*DEFAULT, |l| &*l.policy)
 }
 
 fn upstream_of(ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
@@ -119,6 +138,7 @@ impl Proxy {
             snapshot,
             route,
             filter_state,
+            client_ip,
             ..
         } = ctx;
         let (Some(snapshot), Some(route)) = (snapshot.as_ref(), route) else {
@@ -128,7 +148,7 @@ impl Proxy {
         if route.filters.response.is_empty() {
             return;
         }
-        let v = view(session.req_header(), client_ip(session), &route.name);
+        let v = view(session.req_header(), *client_ip, &route.name);
         let status = header.status.as_u16();
         for e in route.filters.response.iter() {
             e.filter
@@ -147,15 +167,15 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started_ns = now_ns();
-        if self.gateway.is_draining() {
-            // Handing over or shutting down: move the client to a new connection.
-            session.set_keepalive(None);
-        }
         let snapshot = self.gateway.snapshot();
-        let req = session.req_header();
         ctx.request_id = Some(request_id::accept_or_generate(
-            req.headers.get(request_id::HEADER),
+            session.req_header().headers.get(request_id::HEADER),
         ));
+        if let Some(refusal) = self.admit(session, ctx, &snapshot) {
+            ctx.snapshot = Some(snapshot);
+            return Self::refuse(session, ctx, refusal).await;
+        }
+        let req = session.req_header();
         let Some(i) = snapshot.router.find(req) else {
             ctx.snapshot = Some(snapshot);
             ctx.local = Some(LocalReason::NoRoute);
@@ -169,7 +189,7 @@ impl ProxyHttp for Proxy {
         let filters = &route.filters;
         let mut answer = None;
         if !filters.request.is_empty() || !filters.choose_upstream.is_empty() {
-            let v = view(req, client_ip(session), &route.name);
+            let v = view(req, ctx.client_ip, &route.name);
             for e in filters.request.iter() {
                 if let Decision::Respond(r) = e.filter.on_request(&v, &mut ctx.filter_state).await {
                     answer = Some(r);
@@ -229,11 +249,7 @@ impl ProxyHttp for Proxy {
                 let hash = match up.key_source() {
                     Some(key) => {
                         let mut buf = [0u8; 16];
-                        crc32fast::hash(key.extract(
-                            session.req_header(),
-                            client_ip(session),
-                            &mut buf,
-                        ))
+                        crc32fast::hash(key.extract(session.req_header(), ctx.client_ip, &mut buf))
                     }
                     None => 0,
                 };
@@ -354,12 +370,20 @@ impl ProxyHttp for Proxy {
             snapshot,
             route,
             filter_state,
+            client_ip,
             ..
         } = ctx;
+        if let Some(snapshot) = snapshot.as_ref() {
+            client::forward_headers(
+                upstream_request,
+                peer_ip(session),
+                policy_of(snapshot, self.listener),
+            )?;
+        }
         if let (Some(snapshot), Some(route)) = (snapshot.as_ref(), route) {
             let route = snapshot.router.get(*route);
             if !route.filters.upstream_request.is_empty() {
-                let v = view(session.req_header(), client_ip(session), &route.name);
+                let v = view(session.req_header(), *client_ip, &route.name);
                 for e in route.filters.upstream_request.iter() {
                     e.filter.on_upstream_request(
                         &v,
@@ -374,11 +398,19 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if status == 101 && !session.is_upgrade_req() {
+            // A protocol switch the client never asked for: refuse it (502).
+            ctx.local = Some(LocalReason::BadUpstreamResponse);
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "upstream answered 101 to a request without Upgrade",
+            ));
+        }
         if status < 200 {
             return Ok(());
         }
@@ -442,6 +474,10 @@ impl ProxyHttp for Proxy {
             (Some(LocalReason::ConnectFailed), _) => {
                 (502, Bytes::from_static(b"cannot connect to upstream\n"))
             }
+            (Some(LocalReason::BadUpstreamResponse), _) => (
+                502,
+                Bytes::from_static(b"upstream sent an unexpected response\n"),
+            ),
             (_, ErrorType::HTTPStatus(c)) => (*c, Bytes::from_static(b"request failed\n")),
             _ => match e.esource() {
                 ErrorSource::Upstream => (502, Bytes::from_static(b"upstream error\n")),
@@ -499,6 +535,9 @@ impl ProxyHttp for Proxy {
         if let (Some(lat), true) = (ctx.upstream_latency_ns, backend.is_some()) {
             metrics.observe_upstream_latency(upstream_label, backend_label, lat as f64 / 1e9);
         }
+        if let Some(g) = guard::of(session.stream()) {
+            g.request_done();
+        }
         let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
         if let Some(r) = route {
             r.bytes_in.inc_by(bytes_in as u64);
@@ -509,7 +548,7 @@ impl ProxyHttp for Proxy {
             snapshot.access_log.log(&AccessLogEntry {
                 time: None,
                 request_id: ctx.request_id.as_ref().map_or(&[][..], |v| v.as_bytes()),
-                client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                client: client_socket(session, ctx.client_ip),
                 method: req.method.as_str(),
                 host: request_host(req),
                 path,

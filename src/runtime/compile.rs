@@ -230,6 +230,10 @@ fn compile_listeners(
                 "protocol `tcp` is not supported yet (allowed: http, https)",
             )),
         }
+        let policy = super::listener::compile_policy(l).unwrap_or_else(|errs| {
+            errors.extend(errs.into_iter().map(|e| e.under(&path)));
+            Default::default()
+        });
         match parse_listen_addr(&l.address) {
             Ok(addr) => {
                 if !addrs.insert(addr) {
@@ -243,6 +247,7 @@ fn compile_listeners(
                     addr,
                     protocol: l.protocol,
                     http2: l.http2.unwrap_or(l.protocol == Protocol::Https),
+                    policy: Arc::new(policy),
                 });
             }
             Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),

@@ -1,6 +1,7 @@
 //! The compiled, immutable runtime config ("snapshot") and how a config file becomes one.
 
 pub mod compile;
+pub mod listener;
 pub mod retry;
 pub mod router;
 pub mod snapshot;

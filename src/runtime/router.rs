@@ -69,6 +69,10 @@ enum HostMatch {
 enum PathMatch {
     Exact(Box<str>),
     Prefix(Box<str>),
+    /// Exact, ignoring ASCII case.
+    ExactNoCase(Box<str>),
+    /// Prefix, ignoring ASCII case.
+    PrefixNoCase(Box<str>),
 }
 
 #[derive(Debug)]
@@ -189,6 +193,13 @@ impl Matcher {
             None => (0, 0),
             Some(PathMatch::Exact(p)) if path == &**p => (2, p.len()),
             Some(PathMatch::Prefix(p)) if path.starts_with(&**p) => (1, p.len()),
+            Some(PathMatch::ExactNoCase(p)) if path.eq_ignore_ascii_case(p) => (2, p.len()),
+            Some(PathMatch::PrefixNoCase(p))
+                if path.len() >= p.len()
+                    && path.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes()) =>
+            {
+                (1, p.len())
+            }
             Some(_) => return None,
         };
         if self.methods != 0
@@ -219,16 +230,47 @@ fn ends_with_ignore_case(host: &str, suffix: &str) -> bool {
 }
 
 fn compile_path(p: &PathMatchConfig) -> Result<PathMatch, PathError> {
+    use crate::request::path::{normalize, Normalized, PathOptions};
     let check = |key: &str, v: &str| {
-        if v.starts_with('/') {
-            Ok(())
-        } else {
-            Err(PathError::at(key, format!("`{v}` must start with `/`")))
+        if !v.starts_with('/') {
+            return Err(PathError::at(key, format!("`{v}` must start with `/`")));
+        }
+        // Requests are normalised before routing: a pattern that is not in normal form
+        // would never match.
+        let strict = PathOptions {
+            merge_slashes: false,
+            ..PathOptions::default()
+        };
+        match normalize(v.as_bytes(), strict) {
+            Ok(Normalized::Unchanged) => Ok(()),
+            Ok(Normalized::Rewritten(n) | Normalized::Redirect(n)) => Err(PathError::at(
+                key,
+                format!(
+                    "`{v}` is not a normalised path (requests are matched as `{}`)",
+                    String::from_utf8_lossy(&n)
+                ),
+            )),
+            Err(e) => Err(PathError::at(key, format!("`{v}`: {}", e.reason()))),
         }
     };
+    let nocase = p.ignore_case;
     match (&p.exact, &p.prefix) {
-        (Some(e), None) => check("exact", e).map(|_| PathMatch::Exact(e.as_str().into())),
-        (None, Some(pre)) => check("prefix", pre).map(|_| PathMatch::Prefix(pre.as_str().into())),
+        (Some(e), None) => check("exact", e).map(|_| {
+            let e = e.as_str().into();
+            if nocase {
+                PathMatch::ExactNoCase(e)
+            } else {
+                PathMatch::Exact(e)
+            }
+        }),
+        (None, Some(pre)) => check("prefix", pre).map(|_| {
+            let pre = pre.as_str().into();
+            if nocase {
+                PathMatch::PrefixNoCase(pre)
+            } else {
+                PathMatch::Prefix(pre)
+            }
+        }),
         _ => Err(PathError::here("set exactly one of `exact` or `prefix`")),
     }
 }

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A listener as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A listener as configured. Two specs are equal when their sockets are (name, address,
+/// protocol, HTTP/2): the client policy can change with a reload.
+#[derive(Debug, Clone)]
 pub struct ListenerSpec {
     /// Name.
     pub name: String,
@@ -21,7 +22,20 @@ pub struct ListenerSpec {
     pub protocol: Protocol,
     /// HTTP/2 to clients (ALPN for https, h2c for http).
     pub http2: bool,
+    /// Path normalisation, client deadlines and limits, forwarded headers.
+    pub policy: Arc<super::listener::ClientPolicy>,
 }
+
+impl PartialEq for ListenerSpec {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name
+            && self.addr == o.addr
+            && self.protocol == o.protocol
+            && self.http2 == o.http2
+    }
+}
+
+impl Eq for ListenerSpec {}
 
 /// The admin API as configured.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,6 +81,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The client policy of the listener called `name` (the default policy if none is).
+    pub fn client_policy(&self, name: &str) -> Arc<super::listener::ClientPolicy> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map_or_else(Default::default, |l| Arc::clone(&l.policy))
+    }
+
     /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstream_index.get(name).map(|&i| &self.upstreams[i])

@@ -439,3 +439,59 @@ pub fn backends_yaml(addrs: &[SocketAddr]) -> String {
         .map(|a| format!("      - {{ address: {a} }}\n"))
         .collect()
 }
+
+/// A response read off a raw socket.
+#[derive(Debug, Default)]
+pub struct RawResponse {
+    /// Status code (0 when nothing parsable came back).
+    pub status: u16,
+    /// Header lines, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Everything after the header.
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Send `request` as raw bytes on a new connection and read until the server closes it
+/// (the request should say `Connection: close`) or `timeout` passes.
+pub fn raw_request(addr: SocketAddr, request: &[u8], timeout: Duration) -> RawResponse {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_raw(&buf)
+}
+
+/// Parse the first response in `buf`.
+pub fn parse_raw(buf: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(buf);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return RawResponse::default();
+    };
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}

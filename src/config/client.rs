@@ -1,0 +1,90 @@
+//! Per-listener client settings: path normalisation, client timeouts and size limits, and
+//! forwarded headers with trusted proxies. Defaults are documented on each field and in
+//! `docs/configuration.md`; the README's security section lists them all.
+
+use super::duration::Dur;
+pub use crate::request::path::EscapedSlashes;
+use serde::Deserialize;
+
+/// How request paths are normalised before routing (`listeners[].path`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathConfig {
+    /// Collapse `//` into `/`. Default: true (as nginx). Turn off only for backends that give
+    /// empty path segments a meaning.
+    pub merge_slashes: bool,
+    /// `%2F`, `%5C` and `\`: `keep` (default), `reject` (400), `unescape_and_redirect` (307
+    /// to the path with `/`) or `unescape_and_forward`.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        PathConfig {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Keep,
+        }
+    }
+}
+
+/// Client timeouts and limits (`listeners[].client`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// Time to receive a whole request header, from the connection's start or the first byte
+    /// after an idle period. Past it: 408 (when part of a header arrived) and close.
+    /// Default: `30s` (nginx `client_header_timeout` 60s, HAProxy `timeout http-request`
+    /// commonly 10s).
+    pub header_timeout: Dur,
+    /// How long a keep-alive connection may wait for its next request. Default: `60s`.
+    pub idle_timeout: Dur,
+    /// Longest wait for the next piece of a request body. Default: `60s` (nginx
+    /// `client_body_timeout`).
+    pub body_timeout: Dur,
+    /// Largest request header (request line plus every header line), in bytes; more gets
+    /// 431. Default: 65536 (Envoy's 60 KiB). Pingora reads at most 1 MiB in any case.
+    pub max_header_bytes: usize,
+    /// Most header lines in a request; more gets 431. Default: 100 (Envoy's).
+    pub max_headers: usize,
+    /// Longest request target (path and query), in bytes; longer gets 414. Default: 8192
+    /// (nginx `large_client_header_buffers`).
+    pub max_uri_length: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            header_timeout: Dur::secs(30),
+            idle_timeout: Dur::secs(60),
+            body_timeout: Dur::secs(60),
+            max_header_bytes: 65536,
+            max_headers: 100,
+            max_uri_length: 8192,
+        }
+    }
+}
+
+/// The client address and the headers that carry it (`listeners[].forwarded`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardedConfig {
+    /// Send `X-Forwarded-For` (appended), `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    /// Default: true.
+    pub x_forwarded: bool,
+    /// Also append an RFC 7239 `Forwarded` element. Default: false.
+    pub forwarded: bool,
+    /// Peers whose `X-Forwarded-For` (and `X-Forwarded-Proto` / `-Host`) are believed:
+    /// addresses or CIDRs. The client is then the right-most untrusted hop, and that address
+    /// is what filters, keys, `ip_hash` and the access log use. Default: none.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ForwardedConfig {
+    fn default() -> Self {
+        ForwardedConfig {
+            x_forwarded: true,
+            forwarded: false,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! What happens to a request before routing, once per request: size limits, the canonical
+//! path (written back into the request, so routing, filters and the backend all see it), and
+//! the client's address. And the forwarded headers sent upstream.
+
+use crate::request::forwarded::{append_forwarded, append_xff};
+use crate::request::path::{normalize, Normalized};
+use crate::runtime::listener::ClientPolicy;
+use http::header::{HeaderName, HOST};
+use http::uri::{PathAndQuery, Uri};
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
+
+/// A request refused before routing: the status and a one-line reason for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// 400, 414 or 431 with a reason.
+    Status(u16, &'static str),
+    /// 307 to this location (`escaped_slashes: unescape_and_redirect`).
+    Redirect(Vec<u8>),
+}
+
+/// The `X-Forwarded-For` header name.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Check the limits of `policy` on the header as received.
+pub fn check_limits(req: &RequestHeader, policy: &ClientPolicy) -> Result<(), Refusal> {
+    let target = req.raw_path().len();
+    if target > policy.max_uri_length {
+        return Err(Refusal::Status(414, "request target too long"));
+    }
+    if req.headers.len() > policy.max_headers {
+        return Err(Refusal::Status(431, "too many request header fields"));
+    }
+    // Request line plus `name: value\r\n` per header line.
+    let mut bytes = req.method.as_str().len() + target + 12;
+    for (name, value) in req.headers.iter() {
+        bytes += name.as_str().len() + value.len() + 4;
+    }
+    if bytes > policy.max_header_bytes {
+        return Err(Refusal::Status(431, "request header fields too large"));
+    }
+    Ok(())
+}
+
+/// Normalise the request target's path in place (the query is kept as it is).
+pub fn normalize_target(req: &mut RequestHeader, policy: &ClientPolicy) -> Result<(), Refusal> {
+    let raw = req.raw_path();
+    let absolute_form = raw.first() != Some(&b'/');
+    if absolute_form && raw == b"*" {
+        return Ok(());
+    }
+    // Absolute-form targets (`GET http://host/p`) carry their path in the parsed URI.
+    let full: &[u8] = if absolute_form {
+        req.uri
+            .path_and_query()
+            .map_or(b"/", |p| p.as_str().as_bytes())
+    } else {
+        raw
+    };
+    let (path, query) = match full.iter().position(|&b| b == b'?') {
+        Some(i) => full.split_at(i),
+        None => (full, &[][..]),
+    };
+    let bad = |e: crate::request::path::Refused| Refusal::Status(400, e.reason());
+    if query.iter().any(|&b| b <= b' ' || b >= 0x7f) {
+        return Err(Refusal::Status(
+            400,
+            "invalid character in the request query",
+        ));
+    }
+    let new_path = match normalize(path, policy.path).map_err(bad)? {
+        Normalized::Unchanged if !absolute_form && req.raw_path() == req_uri_bytes(req) => {
+            return Ok(())
+        }
+        Normalized::Unchanged => path.to_vec(),
+        Normalized::Rewritten(p) => p,
+        Normalized::Redirect(mut p) => {
+            p.extend_from_slice(query);
+            return Err(Refusal::Redirect(p));
+        }
+    };
+    let mut pq = new_path;
+    pq.extend_from_slice(query);
+    let pq =
+        PathAndQuery::try_from(pq).map_err(|_| Refusal::Status(400, "invalid request target"))?;
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    let uri = Uri::from_parts(parts).map_err(|_| Refusal::Status(400, "invalid request target"))?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// The target as the parsed URI has it (differs from the raw bytes when Pingora could not
+/// parse them).
+fn req_uri_bytes(req: &RequestHeader) -> &[u8] {
+    req.uri
+        .path_and_query()
+        .map_or(b"", |p| p.as_str().as_bytes())
+}
+
+/// The client's address: the peer, or behind a trusted proxy the forwarded client.
+pub fn client_address(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    policy: &ClientPolicy,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if policy.trusted.is_empty() {
+        return Some(peer);
+    }
+    let values = req.headers.get_all(&X_FORWARDED_FOR);
+    Some(
+        policy
+            .trusted
+            .client(peer, values.iter().map(|v| v.as_bytes())),
+    )
+}
+
+/// Set the forwarded headers on the request sent upstream.
+pub fn forward_headers(
+    up: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    policy: &ClientPolicy,
+) -> pingora::Result<()> {
+    let Some(peer) = peer else { return Ok(()) };
+    let trusted = policy.trusted.contains(peer);
+    let host = up
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| up.uri.authority().map(|a| a.as_str().to_owned()));
+    if policy.x_forwarded {
+        let xff = join(
+            up.headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        let v = append_xff(xff.as_deref(), peer);
+        up.insert_header(X_FORWARDED_FOR.clone(), header_value(v)?)?;
+        if !(trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
+            up.insert_header(X_FORWARDED_PROTO.clone(), policy.scheme)?;
+        }
+        if !(trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
+            match &host {
+                Some(h) => up.insert_header(X_FORWARDED_HOST.clone(), h.as_str())?,
+                None => {
+                    up.remove_header(&X_FORWARDED_HOST);
+                }
+            }
+        }
+    }
+    if policy.forwarded {
+        let existing = if trusted {
+            join(up.headers.get_all(&FORWARDED).iter().map(|v| v.as_bytes()))
+        } else {
+            None
+        };
+        let v = append_forwarded(existing.as_deref(), peer, policy.scheme, host.as_deref());
+        up.insert_header(FORWARDED.clone(), header_value(v)?)?;
+    }
+    Ok(())
+}
+
+fn join<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in values {
+        match &mut out {
+            None => out = Some(v.to_vec()),
+            Some(o) => {
+                o.extend_from_slice(b", ");
+                o.extend_from_slice(v);
+            }
+        }
+    }
+    out
+}
+
+fn header_value(v: Vec<u8>) -> pingora::Result<http::HeaderValue> {
+    http::HeaderValue::from_bytes(&v).map_err(|e| {
+        pingora::Error::because(pingora::ErrorType::InternalError, "forwarded header", e)
+    })
+}
+
+impl super::Proxy {
+    /// Everything decided once per request before routing: deadlines, client address, limits
+    /// and the canonical path. `Some` when the request is refused.
+    pub(super) fn admit(
+        &self,
+        session: &mut pingora::proxy::Session,
+        ctx: &mut super::RequestCtx,
+        snapshot: &crate::runtime::Snapshot,
+    ) -> Option<Refusal> {
+        let policy = super::policy_of(snapshot, self.listener);
+        if let Some(g) = super::guard::of(session.stream()) {
+            g.request_started();
+        }
+        session.set_read_timeout(Some(policy.body_timeout));
+        if self.gateway.is_draining() {
+            // Handing over or shutting down: move the client to a new connection.
+            session.set_keepalive(None);
+        } else {
+            // Our guard closes idle connections; Pingora's own per-read wait must not be
+            // shorter (0 would mean "forever" to Pingora, hence at least 1 s).
+            let secs = policy.deadlines.idle.as_secs_f64().ceil() as u64;
+            session.set_keepalive(Some(secs.max(1)));
+        }
+        ctx.client_ip = client_address(session.req_header(), super::peer_ip(session), policy);
+        if let Err(r) = check_limits(session.req_header(), policy) {
+            return Some(r);
+        }
+        normalize_target(session.req_header_mut(), policy).err()
+    }
+
+    /// Answer a request refused before routing; the connection is not reused after a 4xx.
+    pub(super) async fn refuse(
+        session: &mut pingora::proxy::Session,
+        ctx: &mut super::RequestCtx,
+        refusal: Refusal,
+    ) -> pingora::Result<bool> {
+        ctx.local = Some(super::LocalReason::Refused);
+        let (status, body, extra) = match refusal {
+            Refusal::Status(code, reason) => {
+                session.set_keepalive(None);
+                (code, bytes::Bytes::from(format!("{reason}\n")), None)
+            }
+            Refusal::Redirect(location) => {
+                let v = http::HeaderValue::from_bytes(&location).map_err(|e| {
+                    pingora::Error::because(pingora::ErrorType::InternalError, "location", e)
+                })?;
+                (
+                    307,
+                    bytes::Bytes::from_static(b"see the normalised path\n"),
+                    Some((http::header::LOCATION, v)),
+                )
+            }
+        };
+        let extra: &[(HeaderName, http::HeaderValue)] = match &extra {
+            Some(e) => std::slice::from_ref(e),
+            None => &[],
+        };
+        let header =
+            super::respond::local_header(status, body.len(), ctx.request_id.as_ref(), extra)?;
+        super::respond::write(session, header, body).await?;
+        Ok(true)
+    }
+}
+
+/// The client as the access log shows it: the peer's socket address, or the forwarded
+/// client's address (port 0) behind a trusted proxy.
+pub fn client_socket(
+    session: &pingora::proxy::Session,
+    client: Option<IpAddr>,
+) -> Option<std::net::SocketAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    match (peer, client) {
+        (Some(p), Some(c)) if p.ip() != c => Some(std::net::SocketAddr::new(c, 0)),
+        (p, _) => p,
+    }
+}

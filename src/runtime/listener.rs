@@ -1,0 +1,156 @@
+//! A listener's compiled client policy: path normalisation, deadlines, size limits and the
+//! forwarded-header settings. It is part of the snapshot, so a reload changes it for new
+//! requests (the socket itself stays until a graceful upgrade).
+
+use crate::config::client::{ClientConfig, ForwardedConfig, PathConfig};
+use crate::config::model::{ListenerConfig, Protocol};
+use crate::config::PathError;
+use crate::request::forwarded::TrustedProxies;
+use crate::request::path::PathOptions;
+use std::time::Duration;
+
+/// Pingora refuses more header lines than this (400) before we see them.
+pub const PINGORA_MAX_HEADERS: usize = 256;
+/// Pingora refuses request headers larger than this.
+pub const PINGORA_MAX_HEADER_BYTES: usize = 1_048_575;
+
+/// The two deadlines of a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Time to receive a whole request header.
+    pub header: Duration,
+    /// Time a keep-alive connection may wait for its next request.
+    pub idle: Duration,
+}
+
+/// How a listener treats its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// Path normalisation.
+    pub path: PathOptions,
+    /// Header and keep-alive deadlines.
+    pub deadlines: Deadlines,
+    /// Wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Largest request header in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// Most header lines (431 above).
+    pub max_headers: usize,
+    /// Longest request target (414 above).
+    pub max_uri_length: usize,
+    /// Send `X-Forwarded-For/-Proto/-Host`.
+    pub x_forwarded: bool,
+    /// Send `Forwarded`.
+    pub forwarded: bool,
+    /// Peers whose forwarded headers are believed.
+    pub trusted: TrustedProxies,
+    /// The scheme clients used (`http` or `https`).
+    pub scheme: &'static str,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        let c = ClientConfig::default();
+        ClientPolicy {
+            path: PathOptions::default(),
+            deadlines: Deadlines {
+                header: c.header_timeout.0,
+                idle: c.idle_timeout.0,
+            },
+            body_timeout: c.body_timeout.0,
+            max_header_bytes: c.max_header_bytes,
+            max_headers: c.max_headers,
+            max_uri_length: c.max_uri_length,
+            x_forwarded: true,
+            forwarded: false,
+            trusted: TrustedProxies::default(),
+            scheme: "http",
+        }
+    }
+}
+
+fn check_timeout(errors: &mut Vec<PathError>, key: &str, d: Duration) {
+    if d.is_zero() || d > Duration::from_secs(3600) {
+        errors.push(PathError::at(
+            key,
+            format!("must be between 1ms and 1h, got {d:?}"),
+        ));
+    }
+}
+
+fn check_range(errors: &mut Vec<PathError>, key: &str, v: usize, lo: usize, hi: usize) {
+    if !(lo..=hi).contains(&v) {
+        errors.push(PathError::at(
+            key,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ));
+    }
+}
+
+/// Compile the client settings of `l` (errors relative to the listener).
+pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>> {
+    let mut errors = Vec::new();
+    let PathConfig {
+        merge_slashes,
+        escaped_slashes,
+    } = l.path.clone();
+    let c = &l.client;
+    check_timeout(&mut errors, "client.header_timeout", c.header_timeout.0);
+    check_timeout(&mut errors, "client.idle_timeout", c.idle_timeout.0);
+    check_timeout(&mut errors, "client.body_timeout", c.body_timeout.0);
+    check_range(
+        &mut errors,
+        "client.max_header_bytes",
+        c.max_header_bytes,
+        1024,
+        PINGORA_MAX_HEADER_BYTES,
+    );
+    check_range(
+        &mut errors,
+        "client.max_headers",
+        c.max_headers,
+        1,
+        PINGORA_MAX_HEADERS,
+    );
+    check_range(
+        &mut errors,
+        "client.max_uri_length",
+        c.max_uri_length,
+        16,
+        PINGORA_MAX_HEADER_BYTES,
+    );
+    let ForwardedConfig {
+        x_forwarded,
+        forwarded,
+        trusted_proxies,
+    } = &l.forwarded;
+    let trusted = TrustedProxies::parse(trusted_proxies).unwrap_or_else(|(i, e)| {
+        errors.push(PathError::at(format!("forwarded.trusted_proxies[{i}]"), e));
+        TrustedProxies::default()
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ClientPolicy {
+        path: PathOptions {
+            merge_slashes,
+            escaped_slashes,
+        },
+        deadlines: Deadlines {
+            header: c.header_timeout.0,
+            idle: c.idle_timeout.0,
+        },
+        body_timeout: c.body_timeout.0,
+        max_header_bytes: c.max_header_bytes,
+        max_headers: c.max_headers,
+        max_uri_length: c.max_uri_length,
+        x_forwarded: *x_forwarded,
+        forwarded: *forwarded,
+        trusted,
+        scheme: if l.protocol == Protocol::Https {
+            "https"
+        } else {
+            "http"
+        },
+    })
+}
