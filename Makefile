@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-peers clean
+.PHONY: all deps build run test lint bench bench-peers clean fuzz
 
 all: build
 
@@ -36,3 +36,8 @@ bench-peers: build
 
 clean:
 	$(CARGO) clean
+
+## Fuzz each target for FUZZ_SECONDS (default 60) with cargo-fuzz (installed if missing).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -270,6 +270,28 @@ fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
     notes
 }
 
+/// Parse, check and compile config `text` as if it were the file `name`, with the built-in
+/// filters and fresh state: what `-t` does, without a file (the config fuzz target uses it).
+pub fn compile_text(name: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
+    let (cfg, source) = config::parse_str(name, text)?;
+    let store = StateStore::new();
+    let metrics = Metrics::new();
+    let plugins = Plugins {
+        registry: crate::filters::builtin(),
+        metrics: SharedMetrics::new(metrics.registry().clone()),
+        persistent: PersistentStore::default(),
+    };
+    let cx = CompileContext {
+        store: &store,
+        metrics: &metrics,
+        generation: 1,
+        filters: &plugins.registry,
+        plugin_metrics: &plugins.metrics,
+        persistent: &plugins.persistent,
+    };
+    compile(&cfg, &cx).map_err(|errs| source.locate(errs))
+}
+
 /// Read and compile `path` with the given generation number.
 pub fn compile_file(
     path: &Path,

@@ -303,3 +303,25 @@ fn behind_a_trusted_proxy_filters_act_on_the_forwarded_client() {
     assert_eq!(statuses("192.0.2.1"), [200, 200, 429]);
     assert_eq!(statuses("192.0.2.2"), [200, 200, 429]);
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    use std::io::{Read, Write};
+    let b = Backends::start(&["a"]);
+    let gw = Gateway::start(&plain_config(&b, "", ""));
+    let mut s = std::net::TcpStream::connect(addr(&gw)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let paths: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-seen-path: "))
+        .collect();
+    assert_eq!(paths, ["/one", "/two", "/three"], "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3);
+}

@@ -42,7 +42,12 @@ pub fn check(text: &str) -> Result<(), OutOfBounds> {
     loop {
         let (event, mark) = parser.next_token().map_err(|e| OutOfBounds {
             line: Some(e.marker().line()),
-            message: format!("invalid YAML: {}", e.info()),
+            message: if e.info().contains("recursion limit") {
+                // The scanner's own guard on flow collections (`[[[[...`).
+                format!("nesting deeper than {MAX_DEPTH} levels")
+            } else {
+                format!("invalid YAML: {}", e.info())
+            },
         })?;
         let line = Some(mark.line());
         match event {
@@ -113,6 +118,7 @@ mod tests {
         let flow = "a:\n  b: ".to_string() + &"[".repeat(100_000);
         let e = check(&flow).unwrap_err();
         assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("nesting deeper than 64"), "{e:?}");
     }
 
     #[test]

@@ -200,6 +200,11 @@ impl super::Proxy {
             g.request_started();
         }
         session.set_read_timeout(Some(policy.body_timeout));
+        if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream_mut() {
+            // RFC 9112 section 9.3.2: answer pipelined requests in order (Pingora's
+            // sequential pipelining), instead of closing after the first.
+            h1.set_pipelining_enabled(true);
+        }
         if self.gateway.is_draining() {
             // Handing over or shutting down: move the client to a new connection.
             session.set_keepalive(None);

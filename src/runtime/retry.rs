@@ -125,17 +125,15 @@ impl RetryBudget {
         }
     }
 
-    /// Spend one retry if the budget has room.
+    /// Spend one retry if the budget has room. The promise: over any `window`, retries never
+    /// exceed `ratio * requests + min_per_second * window` (a fixed allowance per window, not
+    /// per elapsed second), also when many threads spend at once.
     pub fn try_spend(&self, now_ns: u64) -> bool {
-        let (requests, retries) = self.counts.sum(now_ns, self.window);
-        let allowed = self.ratio * requests as f64
-            + f64::from(self.min_per_second) * self.window.as_secs() as f64;
-        if (retries as f64) < allowed {
-            self.add(now_ns, true);
-            true
-        } else {
-            false
-        }
+        let floor = f64::from(self.min_per_second) * self.window.as_secs() as f64;
+        self.counts
+            .add_b_if(now_ns, self.window, |requests, retries| {
+                (retries as f64) < self.ratio * requests as f64 + floor
+            })
     }
 }
 

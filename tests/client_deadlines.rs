@@ -1,0 +1,122 @@
+//! Slow and idle clients against the real gateway: the header deadline (slowloris) and the
+//! keep-alive idle timeout, while normal requests keep being served.
+
+mod support;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn config(b: &Backends) -> String {
+    format!(
+        r#"
+listeners:
+  - name: web
+    address: "{{listen}}"
+    client: {{ header_timeout: 2s, idle_timeout: 3s }}
+access_log: off
+routes:
+  - {{ name: all, upstream: pool }}
+upstreams:
+  - {{ name: pool, backends: [{{ address: "{a}" }}] }}
+"#,
+        a = b.addr(0)
+    )
+}
+
+/// Read until EOF or error; returns what was read and whether the peer closed the
+/// connection (EOF or reset) before `limit`.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+#[test]
+fn slowloris_connections_are_closed_after_the_header_timeout() {
+    let b = Backends::start(&["a"]);
+    let gw = Gateway::start(&config(&b));
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    let started = Instant::now();
+    // 10 send a request line and then trickle a header byte every 500 ms; 10 send nothing.
+    let mut trickling: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut silent: Vec<TcpStream> = (0..10).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let feeder = {
+        let mut clones: Vec<TcpStream> = trickling.iter().map(|s| s.try_clone().unwrap()).collect();
+        std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(500));
+                for s in clones.iter_mut() {
+                    let _ = s.write_all(b"a");
+                }
+            }
+        })
+    };
+    // Meanwhile normal requests are served.
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &gw.url("/")).0, 200);
+    }
+    for s in trickling.iter_mut() {
+        let (bytes, closed) = read_until_closed(s, Duration::from_secs(8));
+        assert!(closed, "a trickling connection stayed open for 8 s");
+        let r = parse_raw(&bytes);
+        assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&bytes));
+    }
+    for s in silent.iter_mut() {
+        let (bytes, closed) = read_until_closed(s, Duration::from_secs(8));
+        assert!(closed, "a silent connection stayed open for 8 s");
+        assert!(
+            bytes.is_empty(),
+            "nothing is sent to a client that sent nothing"
+        );
+    }
+    let took = started.elapsed();
+    eprintln!("20 slow connections closed after {took:?} (header timeout 2 s)");
+    // The trickle goes on for 10 s, one byte per 500 ms: only a whole-header deadline can
+    // have closed them within the 8 s each read above waited.
+    assert_eq!(get(&c, &gw.url("/")).0, 200, "still serving");
+    feeder.join().unwrap();
+}
+
+#[test]
+fn idle_keepalive_connections_are_closed_and_busy_ones_are_not() {
+    let b = Backends::start(&["a"]);
+    let gw = Gateway::start(&config(&b));
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    // Requests 1 s apart keep the connection for longer than one idle timeout (3 s).
+    for i in 0..5 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "request {i}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Then silence: closed after the idle timeout.
+    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(8));
+    assert!(closed, "an idle keep-alive connection stayed open");
+}
