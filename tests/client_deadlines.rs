@@ -120,3 +120,20 @@ fn idle_keepalive_connections_are_closed_and_busy_ones_are_not() {
     let (_, closed) = read_until_closed(&mut s, Duration::from_secs(8));
     assert!(closed, "an idle keep-alive connection stayed open");
 }
+
+#[test]
+fn a_stalled_request_body_gets_408_after_the_body_timeout() {
+    let b = Backends::start(&["a"]);
+    let gw = Gateway::start(
+        &config(&b).replace("idle_timeout: 3s", "idle_timeout: 3s, body_timeout: 1s"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    let (bytes, closed) = read_until_closed(&mut s, Duration::from_secs(8));
+    assert!(closed, "a stalled body held the connection for 8 s");
+    let r = parse_raw(&bytes);
+    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(get(&client(), &gw.url("/")).0, 200, "still serving");
+}

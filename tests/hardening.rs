@@ -325,3 +325,21 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(paths, ["/one", "/two", "/three"], "{text}");
     assert_eq!(text.matches("HTTP/1.1 200").count(), 3);
 }
+
+#[test]
+fn the_access_log_names_the_forwarded_client() {
+    let b = Backends::start(&["a"]);
+    let yaml = plain_config(&b, ", forwarded: { trusted_proxies: [127.0.0.1] }", "").replace(
+        "access_log: off",
+        "access_log: { file: \"{dir}/access.log\" }",
+    );
+    let gw = Gateway::start(&yaml);
+    assert_eq!(with_xff(&gw, "/from-proxy", "203.0.113.9").status, 200);
+    let log = gw.config_path().with_file_name("access.log");
+    assert!(
+        poll_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("\"client\":\"203.0.113.9:0\""))),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
+}

@@ -127,12 +127,7 @@ pub fn forward_headers(
 ) -> pingora::Result<()> {
     let Some(peer) = peer else { return Ok(()) };
     let trusted = policy.trusted.contains(peer);
-    let host = up
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| up.uri.authority().map(|a| a.as_str().to_owned()));
+    let host = up.headers.get(HOST).cloned();
     if policy.x_forwarded {
         let xff = join(
             up.headers
@@ -141,13 +136,13 @@ pub fn forward_headers(
                 .map(|v| v.as_bytes()),
         );
         let v = append_xff(xff.as_deref(), peer);
-        up.insert_header(X_FORWARDED_FOR.clone(), header_value(v)?)?;
+        up.insert_header(X_FORWARDED_FOR.clone(), header_value(&v)?)?;
         if !(trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
             up.insert_header(X_FORWARDED_PROTO.clone(), policy.scheme)?;
         }
         if !(trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
             match &host {
-                Some(h) => up.insert_header(X_FORWARDED_HOST.clone(), h.as_str())?,
+                Some(h) => up.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
                 None => {
                     up.remove_header(&X_FORWARDED_HOST);
                 }
@@ -160,28 +155,29 @@ pub fn forward_headers(
         } else {
             None
         };
-        let v = append_forwarded(existing.as_deref(), peer, policy.scheme, host.as_deref());
-        up.insert_header(FORWARDED.clone(), header_value(v)?)?;
+        let host = host.as_ref().and_then(|h| h.to_str().ok());
+        let v = append_forwarded(existing.as_deref(), peer, policy.scheme, host);
+        up.insert_header(FORWARDED.clone(), header_value(&v)?)?;
     }
     Ok(())
 }
 
-fn join<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    for v in values {
-        match &mut out {
-            None => out = Some(v.to_vec()),
-            Some(o) => {
-                o.extend_from_slice(b", ");
-                o.extend_from_slice(v);
-            }
-        }
+/// The values of a repeated header as one list (borrowed when there is just one).
+fn join<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(std::borrow::Cow::Borrowed(first));
+    };
+    let mut out = first.to_vec();
+    for v in std::iter::once(second).chain(values) {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(v);
     }
-    out
+    Some(std::borrow::Cow::Owned(out))
 }
 
-fn header_value(v: Vec<u8>) -> pingora::Result<http::HeaderValue> {
-    http::HeaderValue::from_bytes(&v).map_err(|e| {
+fn header_value(v: &[u8]) -> pingora::Result<http::HeaderValue> {
+    http::HeaderValue::from_bytes(v).map_err(|e| {
         pingora::Error::because(pingora::ErrorType::InternalError, "forwarded header", e)
     })
 }

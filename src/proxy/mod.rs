@@ -466,6 +466,10 @@ impl ProxyHttp for Proxy {
                     Bytes::from(format!("no healthy backend available in upstream {name}\n")),
                 )
             }
+            (_, ErrorType::ReadTimedout) if matches!(e.esource(), ErrorSource::Downstream) => {
+                // The client stopped sending its body (`client.body_timeout`).
+                (408, Bytes::from_static(b"request body timeout\n"))
+            }
             (
                 _,
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,

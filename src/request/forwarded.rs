@@ -103,9 +103,8 @@ pub fn append_xff(existing: Option<&[u8]>, peer: IpAddr) -> Vec<u8> {
         out.extend_from_slice(e);
         out.extend_from_slice(b", ");
     }
-    let mut s = String::with_capacity(40);
-    let _ = write!(s, "{}", canonical(peer));
-    out.extend_from_slice(s.as_bytes());
+    // io::Write on a Vec formats in place, with no intermediate String.
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{}", canonical(peer)));
     out
 }
 
