@@ -66,6 +66,9 @@ fn equivalent_spellings_of_a_denied_path_are_denied() {
         "/x//..//admin",
         // a space in the target (Pingora escapes it to `%20`: the segment `x%20` then goes)
         "/x /../admin",
+        // absolute-form targets
+        "http://x.test/x/../admin",
+        "http://x.test/%61dmin",
     ];
     for target in cases {
         let r = send(&gw, target);

@@ -164,7 +164,8 @@ fn backups_take_over_when_no_primary_is_healthy_and_then_503() {
 #[test]
 fn a_refused_connection_is_retried_on_another_backend() {
     let b = Backends::start(&["live"]);
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let gw = Gateway::start(&format!(
         r#"
 listeners: [{{ name: web, address: "{{listen}}" }}]
@@ -201,7 +202,8 @@ upstreams:
 #[test]
 fn non_idempotent_requests_are_not_retried() {
     let b = Backends::start(&["live"]);
-    let dead = free_port();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
     let gw = Gateway::start(&format!(
         r#"
 listeners: [{{ name: web, address: "{{listen}}" }}]

@@ -34,12 +34,47 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// A port that refuses connections for as long as this value lives: bound, never listening,
+/// so no other test can take it in the meantime (a port from [`free_port`] can be taken by
+/// a backend of a test running in parallel, which then answers instead of refusing).
+pub struct DeadPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port.
+    pub port: u16,
+}
+
+impl DeadPort {
+    /// Bind an ephemeral port on 127.0.0.1 without listening.
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind an ephemeral port");
+        let port = socket.local_addr().expect("local addr").port();
+        DeadPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
 /// Dev-server backends running on their own runtime.
 pub struct Backends {
     rt: tokio::runtime::Runtime,
     names: Vec<String>,
     addrs: Vec<SocketAddr>,
     servers: Vec<Option<DevServer>>,
+    /// Ports of stopped backends, held (bound, not listening) so that no backend of a
+    /// parallel test takes them and answers in their place.
+    held: Vec<Option<tokio::net::TcpSocket>>,
+}
+
+/// Bind `addr` without listening: connections to it are refused, and nobody else can bind it.
+fn hold_port(addr: SocketAddr) -> Option<tokio::net::TcpSocket> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.set_reuseaddr(true).ok()?;
+    socket.bind(addr).ok()?;
+    Some(socket)
 }
 
 impl Backends {
@@ -62,6 +97,7 @@ impl Backends {
         Backends {
             rt,
             names: names.iter().map(|s| s.to_string()).collect(),
+            held: addrs.iter().map(|_| None).collect(),
             addrs,
             servers,
         }
@@ -97,15 +133,20 @@ impl Backends {
         if let Some(s) = self.servers[i].take() {
             s.stop();
         }
-        // Wait until the port really refuses.
+        // Wait until the port really refuses, then hold it.
         let addr = self.addrs[i];
         poll_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err());
+        poll_until(Duration::from_secs(5), || {
+            self.held[i] = hold_port(addr);
+            self.held[i].is_some()
+        });
     }
 
     /// Start backend `i` again on the same port.
     pub fn restart(&mut self, i: usize) {
         let addr = self.addrs[i];
         let name = self.names[i].clone();
+        self.held[i] = None;
         let mut started = None;
         poll_until(Duration::from_secs(5), || {
             started = self.rt.block_on(DevServer::start(&name, addr)).ok();
