@@ -3,7 +3,9 @@
 # backends on 127.0.0.1:19001-19003 (one worker), the proxy pinned to CPU 1, wrk -t1 -c50
 # pinned to CPU 0, proxy CPU = utime+stime of its process tree. Rounds alternate the variants
 # so both see the same machine state.
-#   scripts/bench-ab.sh ROUNDS NAME=ROUTE_YAML_FILE [NAME=ROUTE_YAML_FILE ...]
+#   scripts/bench-ab.sh ROUNDS NAME=ROUTE_YAML_FILE[@BINARY] [NAME=ROUTE_YAML_FILE[@BINARY] ...]
+# (@BINARY: run that portcullis binary for this variant, e.g. a build of an older commit, to
+# compare two versions in one run.)
 # Each variant runs scripts/bench-target.sh with BENCH_ROUTE_YAML (route filters) and
 # BENCH_EXTRA_YAML (extra upstreams) from the files <file> and <file>.extra (if present).
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
@@ -34,13 +36,14 @@ ticks() { local s=0 p; for p in "$1" $(pgrep -P "$1" || true); do s=$((s + $(awk
 printf '%-12s %8s %8s %8s %9s\n' name req/s p50ms p99ms cpu/10k
 for r in $(seq "$rounds"); do
   for v in "$@"; do
-    name=${v%%=*}; file=${v#*=}
+    name=${v%%=*}; file=${v#*=}; bin=""
+    if [[ $file == *@* ]]; then bin=${file#*@}; file=${file%%@*}; fi
     d=$W/$name-$r; mkdir -p "$d"
     route=""; extra=""
     [[ -s $file ]] && route=$(cat "$file")
     [[ -s $file.extra ]] && extra=$file.extra
     PEERBENCH_LISTEN=127.0.0.1:18080 PEERBENCH_UPSTREAMS="127.0.0.1:19001 127.0.0.1:19002 127.0.0.1:19003" \
-      PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra \
+      PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra PORTCULLIS_BIN=${bin:-$here/target/release/portcullis} \
       taskset -c 1 "$here/scripts/bench-target.sh" >"$d/out.log" 2>&1 & gw=$!; pids+=($gw)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
     [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/) == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }

@@ -95,11 +95,22 @@ fn hostile_files_are_refused_by_check_and_by_reload() {
 
         std::fs::write(gw.config_path(), &text).unwrap();
         gw.signal("HUP");
-        let r = c
+        let started = Instant::now();
+        let r = match c
             .post(gw.admin_url("/reload"))
             .bearer_auth("secret-token-0123456789")
             .send()
-            .expect("POST /reload");
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let log = gw.stderr();
+                let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
+                panic!(
+                    "{name}: POST /reload after {:?}: {e}\nlast log lines, newest first:\n{tail}",
+                    started.elapsed()
+                );
+            }
+        };
         assert!(!r.status().is_success(), "{name}: reload accepted");
         let status: serde_json::Value = c
             .get(gw.admin_url("/status"))

@@ -235,7 +235,11 @@ fn an_unsolicited_101_is_refused_with_502() {
 #[test]
 fn backends_see_the_client_and_spoofed_headers_are_not_believed() {
     let b = Backends::start(&["a"]);
-    let gw = Gateway::start(&plain_config(&b, ", forwarded: { forwarded: true }", ""));
+    let gw = Gateway::start(&plain_config(
+        &b,
+        ", forwarded: { forwarded: true, x_forwarded_host: true }",
+        "",
+    ));
     let r = send(&gw, "/");
     assert_eq!(r.header("x-seen-x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(r.header("x-seen-x-forwarded-proto"), Some("http"));

@@ -38,8 +38,12 @@ pub struct ClientPolicy {
     pub max_headers: usize,
     /// Longest request target (414 above).
     pub max_uri_length: usize,
-    /// Send `X-Forwarded-For/-Proto/-Host`.
-    pub x_forwarded: bool,
+    /// Append to `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+    /// Set `X-Forwarded-Proto`.
+    pub x_forwarded_proto: bool,
+    /// Set `X-Forwarded-Host`.
+    pub x_forwarded_host: bool,
     /// Send `Forwarded`.
     pub forwarded: bool,
     /// Peers whose forwarded headers are believed.
@@ -61,7 +65,9 @@ impl Default for ClientPolicy {
             max_header_bytes: c.max_header_bytes,
             max_headers: c.max_headers,
             max_uri_length: c.max_uri_length,
-            x_forwarded: true,
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: false,
             forwarded: false,
             trusted: TrustedProxies::default(),
             scheme: "http",
@@ -120,7 +126,9 @@ pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>
         PINGORA_MAX_HEADER_BYTES,
     );
     let ForwardedConfig {
-        x_forwarded,
+        x_forwarded_for,
+        x_forwarded_proto,
+        x_forwarded_host,
         forwarded,
         trusted_proxies,
     } = &l.forwarded;
@@ -144,7 +152,9 @@ pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>
         max_header_bytes: c.max_header_bytes,
         max_headers: c.max_headers,
         max_uri_length: c.max_uri_length,
-        x_forwarded: *x_forwarded,
+        x_forwarded_for: *x_forwarded_for,
+        x_forwarded_proto: *x_forwarded_proto,
+        x_forwarded_host: *x_forwarded_host,
         forwarded: *forwarded,
         trusted,
         scheme: if l.protocol == Protocol::Https {
