@@ -55,17 +55,25 @@ pub struct Plugins {
     pub persistent: PersistentStore,
 }
 
+impl Plugins {
+    /// Filters of `registry`, registering their metrics in `metrics`, with empty persistent
+    /// state.
+    pub fn new(registry: FilterRegistry, metrics: &Metrics) -> Self {
+        Plugins {
+            registry,
+            metrics: SharedMetrics::new(metrics.registry().clone()),
+            persistent: PersistentStore::default(),
+        }
+    }
+}
+
 impl Gateway {
     /// Read, check and compile the config file with the filters of `registry`; nothing is
     /// started.
     pub fn load(path: &Path, registry: FilterRegistry) -> Result<Arc<Self>, ConfigErrors> {
         let store = StateStore::new();
         let metrics = Metrics::new();
-        let plugins = Plugins {
-            registry,
-            metrics: SharedMetrics::new(metrics.registry().clone()),
-            persistent: PersistentStore::default(),
-        };
+        let plugins = Plugins::new(registry, &metrics);
         let snapshot = compile_file(path, &store, &metrics, &plugins, 1)?;
         plugins.persistent.retain_generation(1);
         metrics.config_generation.set(1);
@@ -273,23 +281,11 @@ fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
 /// Parse, check and compile config `text` as if it were the file `name`, with the built-in
 /// filters and fresh state: what `-t` does, without a file (the config fuzz target uses it).
 pub fn compile_text(name: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
-    let (cfg, source) = config::parse_str(name, text)?;
     let store = StateStore::new();
     let metrics = Metrics::new();
-    let plugins = Plugins {
-        registry: crate::filters::builtin(),
-        metrics: SharedMetrics::new(metrics.registry().clone()),
-        persistent: PersistentStore::default(),
-    };
-    let cx = CompileContext {
-        store: &store,
-        metrics: &metrics,
-        generation: 1,
-        filters: &plugins.registry,
-        plugin_metrics: &plugins.metrics,
-        persistent: &plugins.persistent,
-    };
-    compile(&cfg, &cx).map_err(|errs| source.locate(errs))
+    let plugins = Plugins::new(crate::filters::builtin(), &metrics);
+    let parsed = config::parse_str(name, text)?;
+    compile_parsed(parsed, &store, &metrics, &plugins, 1)
 }
 
 /// Read and compile `path` with the given generation number.
@@ -300,7 +296,22 @@ pub fn compile_file(
     plugins: &Plugins,
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
-    let (cfg, source) = config::read_file(path)?;
+    compile_parsed(
+        config::read_file(path)?,
+        store,
+        metrics,
+        plugins,
+        generation,
+    )
+}
+
+fn compile_parsed(
+    (cfg, source): (config::Config, config::Source),
+    store: &StateStore,
+    metrics: &Metrics,
+    plugins: &Plugins,
+    generation: u64,
+) -> Result<Snapshot, ConfigErrors> {
     let cx = CompileContext {
         store,
         metrics,

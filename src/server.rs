@@ -11,7 +11,6 @@ use crate::proxy::connections::ConnectionCounter;
 use crate::proxy::guard::{ClientGuard, DeadlineSource, Deadlines};
 use crate::proxy::Proxy;
 use crate::reload::ConfigWatcher;
-use crate::runtime::listener::ClientPolicy;
 use crate::tls::SniCertificates;
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -165,11 +164,10 @@ struct ListenerDeadlines {
 
 impl DeadlineSource for ListenerDeadlines {
     fn deadlines(&self) -> Deadlines {
-        let snapshot = self.gateway.snapshot();
-        snapshot
-            .listeners
-            .get(self.index)
-            .map_or_else(|| ClientPolicy::default().deadlines, |l| l.policy.deadlines)
+        self.gateway
+            .snapshot()
+            .listener_policy(self.index)
+            .deadlines
     }
 }
 

@@ -8,19 +8,11 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn config(b: &Backends) -> String {
-    format!(
-        r#"
-listeners:
-  - name: web
-    address: "{{listen}}"
-    client: {{ header_timeout: 2s, idle_timeout: 3s }}
-access_log: off
-routes:
-  - {{ name: all, upstream: pool }}
-upstreams:
-  - {{ name: pool, backends: [{{ address: "{a}" }}] }}
-"#,
-        a = b.addr(0)
+    one_route(
+        b,
+        ", client: { header_timeout: 2s, idle_timeout: 3s }",
+        "",
+        "",
     )
 }
 

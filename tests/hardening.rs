@@ -164,20 +164,7 @@ fn each_escaped_slash_option_does_what_it_says() {
 }
 
 fn plain_config(b: &Backends, listener_extra: &str, filters: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: web, address: "{{listen}}"{listener_extra} }}
-access_log: off
-routes:
-  - name: all
-    upstream: pool
-    filters: [{filters}]
-upstreams:
-  - {{ name: pool, backends: [{{ address: "{a}" }}] }}
-"#,
-        a = b.addr(0)
-    )
+    one_route(b, listener_extra, filters, "")
 }
 
 #[test]

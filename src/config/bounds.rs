@@ -22,15 +22,17 @@ pub struct OutOfBounds {
     pub message: String,
 }
 
+/// The error for a file over [`MAX_BYTES`].
+pub fn too_large() -> String {
+    format!("the file is larger than the limit of {MAX_BYTES} bytes (4 MiB)")
+}
+
 /// Check `text` against the limits.
 pub fn check(text: &str) -> Result<(), OutOfBounds> {
     if text.len() > MAX_BYTES {
         return Err(OutOfBounds {
             line: None,
-            message: format!(
-                "the file is {} bytes; the limit is {MAX_BYTES} bytes (4 MiB)",
-                text.len()
-            ),
+            message: too_large(),
         });
     }
     let mut parser = Parser::new_from_str(text);

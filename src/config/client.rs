@@ -3,29 +3,8 @@
 //! `docs/configuration.md`; the README's security section lists them all.
 
 use super::duration::Dur;
-pub use crate::request::path::EscapedSlashes;
+pub use crate::request::path::{EscapedSlashes, PathOptions};
 use serde::Deserialize;
-
-/// How request paths are normalised before routing (`listeners[].path`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PathConfig {
-    /// Collapse `//` into `/`. Default: true (as nginx). Turn off only for backends that give
-    /// empty path segments a meaning.
-    pub merge_slashes: bool,
-    /// `%2F`, `%5C` and `\`: `keep` (default), `reject` (400), `unescape_and_redirect` (307
-    /// to the path with `/`) or `unescape_and_forward`.
-    pub escaped_slashes: EscapedSlashes,
-}
-
-impl Default for PathConfig {
-    fn default() -> Self {
-        PathConfig {
-            merge_slashes: true,
-            escaped_slashes: EscapedSlashes::Keep,
-        }
-    }
-}
 
 /// Client timeouts and limits (`listeners[].client`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -53,13 +53,7 @@ pub fn read_file(path: &Path) -> Result<(Config, Source), ConfigErrors> {
         .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() > bounds::MAX_BYTES {
-        return Err(ConfigErrors::file_level(
-            path,
-            format!(
-                "the file is larger than the limit of {} bytes (4 MiB)",
-                bounds::MAX_BYTES
-            ),
-        ));
+        return Err(ConfigErrors::file_level(path, bounds::too_large()));
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file_level(path, format!("the file is not UTF-8: {e}")))?;

@@ -127,9 +127,9 @@ pub struct ListenerConfig {
     /// accepted with prior knowledge, h2c (default false).
     #[serde(default)]
     pub http2: Option<bool>,
-    /// Request-path normalisation (see [`super::client::PathConfig`]).
+    /// Request-path normalisation (see [`super::client::PathOptions`]).
     #[serde(default)]
-    pub path: super::client::PathConfig,
+    pub path: super::client::PathOptions,
     /// Client timeouts and size limits (see [`super::client::ClientConfig`]).
     #[serde(default)]
     pub client: super::client::ClientConfig,

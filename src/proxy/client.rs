@@ -72,9 +72,9 @@ pub fn normalize_target(req: &mut RequestHeader, policy: &ClientPolicy) -> Resul
         ));
     }
     let new_path = match normalize(path, policy.path).map_err(bad)? {
-        Normalized::Unchanged if !absolute_form && req.raw_path() == req_uri_bytes(req) => {
-            return Ok(())
-        }
+        // Origin-form is stored by Pingora as the URI itself: nothing to rewrite.
+        Normalized::Unchanged if !absolute_form => return Ok(()),
+        // Absolute-form: forward the path in origin-form.
         Normalized::Unchanged => path.to_vec(),
         Normalized::Rewritten(p) => p,
         Normalized::Redirect(mut p) => {
@@ -91,14 +91,6 @@ pub fn normalize_target(req: &mut RequestHeader, policy: &ClientPolicy) -> Resul
     let uri = Uri::from_parts(parts).map_err(|_| Refusal::Status(400, "invalid request target"))?;
     req.set_uri(uri);
     Ok(())
-}
-
-/// The target as the parsed URI has it (differs from the raw bytes when Pingora could not
-/// parse them).
-fn req_uri_bytes(req: &RequestHeader) -> &[u8] {
-    req.uri
-        .path_and_query()
-        .map_or(b"", |p| p.as_str().as_bytes())
 }
 
 /// The client's address: the peer, or behind a trusted proxy the forwarded client.
@@ -140,7 +132,7 @@ pub fn forward_headers(
                 .map(|v| v.as_bytes()),
         );
         let v = append_xff(xff.as_deref(), peer);
-        up.insert_header(X_FORWARDED_FOR.clone(), header_value(&v)?)?;
+        up.insert_header(X_FORWARDED_FOR.clone(), header_value(v)?)?;
     }
     if policy.x_forwarded_proto && !(trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
         up.insert_header(X_FORWARDED_PROTO.clone(), policy.scheme)?;
@@ -164,7 +156,7 @@ pub fn forward_headers(
         };
         let host = host.as_ref().and_then(|h| h.to_str().ok());
         let v = append_forwarded(existing.as_deref(), peer, policy.scheme, host);
-        up.insert_header(FORWARDED.clone(), header_value(&v)?)?;
+        up.insert_header(FORWARDED.clone(), header_value(v)?)?;
     }
     Ok(())
 }
@@ -183,10 +175,10 @@ fn join<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<std::borrow::C
     Some(std::borrow::Cow::Owned(out))
 }
 
-fn header_value(v: &[u8]) -> pingora::Result<http::HeaderValue> {
-    http::HeaderValue::from_bytes(v).map_err(|e| {
-        pingora::Error::because(pingora::ErrorType::InternalError, "forwarded header", e)
-    })
+/// A header value built by the gateway (its bytes become the value, without a copy).
+fn header_value(v: Vec<u8>) -> pingora::Result<http::HeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+        .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "header value", e))
 }
 
 impl super::Proxy {
@@ -198,7 +190,7 @@ impl super::Proxy {
         ctx: &mut super::RequestCtx,
         snapshot: &crate::runtime::Snapshot,
     ) -> Option<Refusal> {
-        let policy = super::policy_of(snapshot, self.listener);
+        let policy = snapshot.listener_policy(self.listener);
         let guarded = match super::guard::of(session.stream()) {
             Some(g) => {
                 g.request_started();
@@ -224,10 +216,12 @@ impl super::Proxy {
             let secs = policy.deadlines.idle.as_secs_f64().ceil() as u64;
             session.set_keepalive(Some(secs.max(1)));
         }
-        ctx.client_ip = client_address(session.req_header(), super::peer_ip(session), policy);
+        // Limits first: nothing else reads a header (X-Forwarded-For included) before they hold.
         if let Err(r) = check_limits(session.req_header(), policy) {
+            ctx.client_ip = super::peer_ip(session);
             return Some(r);
         }
+        ctx.client_ip = client_address(session.req_header(), super::peer_ip(session), policy);
         normalize_target(session.req_header_mut(), policy).err()
     }
 
@@ -244,9 +238,7 @@ impl super::Proxy {
                 (code, bytes::Bytes::from(format!("{reason}\n")), None)
             }
             Refusal::Redirect(location) => {
-                let v = http::HeaderValue::from_bytes(&location).map_err(|e| {
-                    pingora::Error::because(pingora::ErrorType::InternalError, "location", e)
-                })?;
+                let v = header_value(location)?;
                 (
                     307,
                     bytes::Bytes::from_static(b"see the normalised path\n"),

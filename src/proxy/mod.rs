@@ -63,18 +63,6 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-fn policy_of(
-    snapshot: &crate::runtime::Snapshot,
-    listener: usize,
-) -> &crate::runtime::listener::ClientPolicy {
-    static DEFAULT: once_cell::sync::Lazy<crate::runtime::listener::ClientPolicy> =
-        once_cell::sync::Lazy::new(Default::default);
-    snapshot
-        .listeners
-        .get(listener)
-        .map_or(&*DEFAULT, |l| &*l.policy)
-}
-
 fn upstream_of(ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
     Some(&ctx.snapshot.as_ref()?.upstreams[ctx.upstream?])
 }
@@ -377,7 +365,7 @@ impl ProxyHttp for Proxy {
             client::forward_headers(
                 upstream_request,
                 peer_ip(session),
-                policy_of(snapshot, self.listener),
+                snapshot.listener_policy(self.listener),
             )?;
         }
         if let (Some(snapshot), Some(route)) = (snapshot.as_ref(), route) {

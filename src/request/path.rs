@@ -29,12 +29,15 @@ pub enum EscapedSlashes {
     UnescapeAndForward,
 }
 
-/// Normalisation settings of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Normalisation settings of a listener (`listeners[].path` in the config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct PathOptions {
-    /// Collapse runs of `/` into one.
+    /// Collapse `//` into `/`. Default: true (as nginx). Turn off only for backends that give
+    /// empty path segments a meaning.
     pub merge_slashes: bool,
-    /// Escaped slashes and backslashes.
+    /// `%2F`, `%5C` and `\`: `keep` (default), `reject` (400), `unescape_and_redirect` (307
+    /// to the path with `/`) or `unescape_and_forward`.
     pub escaped_slashes: EscapedSlashes,
 }
 

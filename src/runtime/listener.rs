@@ -2,7 +2,7 @@
 //! forwarded-header settings. It is part of the snapshot, so a reload changes it for new
 //! requests (the socket itself stays until a graceful upgrade).
 
-use crate::config::client::{ClientConfig, ForwardedConfig, PathConfig};
+use crate::config::client::{ClientConfig, ForwardedConfig};
 use crate::config::model::{ListenerConfig, Protocol};
 use crate::config::PathError;
 use crate::request::forwarded::TrustedProxies;
@@ -52,11 +52,17 @@ pub struct ClientPolicy {
     pub scheme: &'static str,
 }
 
-impl Default for ClientPolicy {
-    fn default() -> Self {
-        let c = ClientConfig::default();
+impl ClientPolicy {
+    /// The policy of checked settings.
+    fn new(
+        path: PathOptions,
+        c: &ClientConfig,
+        f: &ForwardedConfig,
+        trusted: TrustedProxies,
+        protocol: Protocol,
+    ) -> Self {
         ClientPolicy {
-            path: PathOptions::default(),
+            path,
             deadlines: Deadlines {
                 header: c.header_timeout.0,
                 idle: c.idle_timeout.0,
@@ -65,13 +71,30 @@ impl Default for ClientPolicy {
             max_header_bytes: c.max_header_bytes,
             max_headers: c.max_headers,
             max_uri_length: c.max_uri_length,
-            x_forwarded_for: true,
-            x_forwarded_proto: true,
-            x_forwarded_host: false,
-            forwarded: false,
-            trusted: TrustedProxies::default(),
-            scheme: "http",
+            x_forwarded_for: f.x_forwarded_for,
+            x_forwarded_proto: f.x_forwarded_proto,
+            x_forwarded_host: f.x_forwarded_host,
+            forwarded: f.forwarded,
+            trusted,
+            scheme: if protocol == Protocol::Https {
+                "https"
+            } else {
+                "http"
+            },
         }
+    }
+}
+
+impl Default for ClientPolicy {
+    /// The documented defaults, for an `http` listener.
+    fn default() -> Self {
+        ClientPolicy::new(
+            PathOptions::default(),
+            &ClientConfig::default(),
+            &ForwardedConfig::default(),
+            TrustedProxies::default(),
+            Protocol::Http,
+        )
     }
 }
 
@@ -96,10 +119,6 @@ fn check_range(errors: &mut Vec<PathError>, key: &str, v: usize, lo: usize, hi: 
 /// Compile the client settings of `l` (errors relative to the listener).
 pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>> {
     let mut errors = Vec::new();
-    let PathConfig {
-        merge_slashes,
-        escaped_slashes,
-    } = l.path.clone();
     let c = &l.client;
     check_timeout(&mut errors, "client.header_timeout", c.header_timeout.0);
     check_timeout(&mut errors, "client.idle_timeout", c.idle_timeout.0);
@@ -125,42 +144,18 @@ pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>
         16,
         PINGORA_MAX_HEADER_BYTES,
     );
-    let ForwardedConfig {
-        x_forwarded_for,
-        x_forwarded_proto,
-        x_forwarded_host,
-        forwarded,
-        trusted_proxies,
-    } = &l.forwarded;
-    let trusted = TrustedProxies::parse(trusted_proxies).unwrap_or_else(|(i, e)| {
+    let trusted = TrustedProxies::parse(&l.forwarded.trusted_proxies).unwrap_or_else(|(i, e)| {
         errors.push(PathError::at(format!("forwarded.trusted_proxies[{i}]"), e));
         TrustedProxies::default()
     });
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(ClientPolicy {
-        path: PathOptions {
-            merge_slashes,
-            escaped_slashes,
-        },
-        deadlines: Deadlines {
-            header: c.header_timeout.0,
-            idle: c.idle_timeout.0,
-        },
-        body_timeout: c.body_timeout.0,
-        max_header_bytes: c.max_header_bytes,
-        max_headers: c.max_headers,
-        max_uri_length: c.max_uri_length,
-        x_forwarded_for: *x_forwarded_for,
-        x_forwarded_proto: *x_forwarded_proto,
-        x_forwarded_host: *x_forwarded_host,
-        forwarded: *forwarded,
+    Ok(ClientPolicy::new(
+        l.path,
+        c,
+        &l.forwarded,
         trusted,
-        scheme: if l.protocol == Protocol::Https {
-            "https"
-        } else {
-            "http"
-        },
-    })
+        l.protocol,
+    ))
 }

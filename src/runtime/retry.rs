@@ -67,7 +67,7 @@ impl RetryPolicy {
     #[inline]
     pub fn on_request(&self, now_ns: u64) {
         if let Some(b) = &self.budget {
-            b.add(now_ns, false);
+            b.add_request(now_ns);
         }
     }
 
@@ -117,12 +117,9 @@ impl RetryBudget {
         }
     }
 
-    fn add(&self, now_ns: u64, retry: bool) {
-        if retry {
-            self.counts.add(now_ns, 0, 1);
-        } else {
-            self.counts.add(now_ns, 1, 0);
-        }
+    /// Count a request (retries are counted by [`Self::try_spend`]).
+    fn add_request(&self, now_ns: u64) {
+        self.counts.add(now_ns, 1, 0);
     }
 
     /// Spend one retry if the budget has room. The promise: over any `window`, retries never
@@ -152,7 +149,7 @@ mod tests {
         const SEC: u64 = 1_000_000_000;
         let now = 100 * SEC;
         for _ in 0..100 {
-            b.add(now, false);
+            b.add_request(now);
         }
         let granted = (0..1000).filter(|_| b.try_spend(now)).count();
         assert_eq!(granted, 30, "0.2 * 100 + 1/s * 10 s");

@@ -81,12 +81,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The client policy of the listener called `name` (the default policy if none is).
-    pub fn client_policy(&self, name: &str) -> Arc<super::listener::ClientPolicy> {
-        self.listeners
-            .iter()
-            .find(|l| l.name == name)
-            .map_or_else(Default::default, |l| Arc::clone(&l.policy))
+    /// The client policy of listener number `index` (the defaults if there is none: a
+    /// listener's index is stable across reloads, since listeners change only by upgrade).
+    pub fn listener_policy(&self, index: usize) -> &super::listener::ClientPolicy {
+        static DEFAULT: once_cell::sync::Lazy<super::listener::ClientPolicy> =
+            once_cell::sync::Lazy::new(Default::default);
+        self.listeners.get(index).map_or(&*DEFAULT, |l| &*l.policy)
     }
 
     /// The upstream called `name`.

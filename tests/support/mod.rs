@@ -473,6 +473,26 @@ pub fn get(c: &reqwest::blocking::Client, url: &str) -> (u16, String) {
     }
 }
 
+/// A config with one listener (`listener_extra` appended inside its flow map, e.g.
+/// `, client: { ... }`), one route through `filters` to an upstream of backend 0, access log
+/// off, and `top_extra` (whole top-level sections) at the end.
+pub fn one_route(b: &Backends, listener_extra: &str, filters: &str, top_extra: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - {{ name: web, address: "{{listen}}"{listener_extra} }}
+access_log: off
+routes:
+  - name: all
+    upstream: pool
+    filters: [{filters}]
+upstreams:
+  - {{ name: pool, backends: [{{ address: "{a}" }}] }}
+{top_extra}"#,
+        a = b.addr(0)
+    )
+}
+
 /// The YAML of a backend list for `addrs`.
 pub fn backends_yaml(addrs: &[SocketAddr]) -> String {
     addrs

@@ -14,9 +14,10 @@ const EMPTY: u64 = u64::MAX;
 /// and the additions racing with it can never lose or mix counts.
 #[inline]
 fn pack(sec: u64, count: u64) -> u64 {
-    ((sec.wrapping_add(1) & 0xffff_ffff) << 32) | (count & 0xffff_ffff)
+    (stamp(sec) << 32) | (count & 0xffff_ffff)
 }
 
+/// The stamp of second `sec` as it sits in the high 32 bits.
 #[inline]
 fn stamp(sec: u64) -> u64 {
     sec.wrapping_add(1) & 0xffff_ffff
