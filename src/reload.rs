@@ -4,6 +4,7 @@
 //! reads it and reloads if the content differs from the last content seen. A half-written file
 //! fails validation and changes nothing; the next poll sees the finished file.
 
+use crate::config::bounds;
 use crate::gateway::Gateway;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -46,8 +47,16 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// A hash of the file's first [`bounds::MAX_BYTES`] + 1 bytes: a larger file is refused by
+/// the reload anyway, so a hostile file costs at most one bounded read per change.
 fn content_hash(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(bounds::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     Some(h.finish())
