@@ -252,6 +252,63 @@ fn sigterm_lets_slow_requests_finish() {
     );
 }
 
+/// SIGTERM while 16 keep-alive clients wait for slow responses: each response is complete and
+/// says `Connection: close`, so no client sends its next request on a connection that this
+/// process is about to close. The next request either reaches a process that still listens or
+/// is refused at connect: never a reset or an early EOF.
+#[test]
+fn sigterm_closes_keepalive_connections_in_the_response() {
+    let b = Backends::start(&["slow"]);
+    let yaml = config(&[b.addr(0)], "").replace(
+        "listeners:",
+        "server: { threads: 2, pid_file: \"{dir}/p.pid\", upgrade_sock: \"{dir}/u.sock\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 1 }\nlisteners:",
+    );
+    let mut gw = Gateway::start(&yaml);
+    let url = gw.url("/");
+    let clients: Vec<reqwest::blocking::Client> = (0..16).map(|_| client()).collect();
+    for c in &clients {
+        assert_eq!(get(c, &url).0, 200, "warm-up on a keep-alive connection");
+    }
+    b.state(0).set_delay(Duration::from_millis(1500));
+    let before = b.arrivals(0);
+    let threads: Vec<_> = clients
+        .into_iter()
+        .map(|c| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let r = c.get(&url).send().expect("in-flight request");
+                let connection = r
+                    .headers()
+                    .get("connection")
+                    .map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+                let status = r.status().as_u16();
+                let body = r.text().expect("complete body");
+                let next = match c.get(&url).send() {
+                    Ok(r) => Ok(r.status().as_u16()),
+                    Err(e) if e.is_connect() => Err("refused".to_string()),
+                    Err(e) => Err(format!("failed: {e:?}")),
+                };
+                (status, body, connection, next)
+            })
+        })
+        .collect();
+    assert!(
+        poll_until(Duration::from_secs(5), || b.arrivals(0) >= before + 16),
+        "16 slow requests in flight"
+    );
+    gw.signal("TERM");
+    for t in threads {
+        let (status, body, connection, next) = t.join().unwrap();
+        assert_eq!((status, body.as_str()), (200, "slow"), "complete response");
+        assert_eq!(connection.as_deref(), Some("close"), "Connection: close");
+        match next {
+            Ok(s) => assert_eq!(s, 200, "next request on a new connection"),
+            Err(e) => assert_eq!(e, "refused", "next request: a clean refusal or an answer"),
+        }
+    }
+    assert!(gw.wait_exit(Duration::from_secs(15)).is_some(), "exits");
+}
+
 #[test]
 fn admin_drain_add_remove_and_auth() {
     let b = Backends::start(&["a", "b", "c"]);

@@ -2,7 +2,7 @@
 //!
 //! A strategy sees the *eligible* members of an upstream (healthy, enabled, primary tier
 //! first) and their live state, and names the first choice; on a veto (already tried, an open
-//! circuit) the [`Selector`] asks it for fallbacks. Strategies hold no per-backend state of
+//! circuit) the [`Selector`] asks it to pick again among the rest ([`Strategy::repick`]). Strategies hold no per-backend state of
 //! their own: that lives in the [`StateStore`], so a rebuilt selector loses nothing.
 //!
 //! Adding a strategy is one file in `strategies/` and one line in [`registry::STRATEGIES`].
@@ -65,17 +65,67 @@ pub trait Strategy: Send + Sync {
     /// Index of the first-choice member. `members` is never empty.
     fn pick(&self, members: &[Member], req: &PickRequest) -> usize;
 
-    /// The `attempt`-th fallback (1-based) after `first` was vetoed. Over attempts
-    /// `1..members.len()` it should visit every other member once; the default walks the list.
-    fn fallback(
-        &self,
-        members: &[Member],
-        req: &PickRequest,
-        first: usize,
-        attempt: usize,
-    ) -> usize {
-        let _ = req;
-        (first + attempt) % members.len()
+    /// Choose again after the members in `refused` were vetoed for this request (already
+    /// tried, a half-open circuit out of probes, a filter's veto). Return a member not in
+    /// `refused` by the strategy's own rule, or `None` to let the selector pick one of the
+    /// remaining members uniformly at random: the default, so a vetoed member's share spreads
+    /// evenly instead of landing on its neighbour in the list.
+    fn repick(&self, members: &[Member], req: &PickRequest, refused: &Refused) -> Option<usize> {
+        let _ = (members, req, refused);
+        None
+    }
+}
+
+/// The members one pick has refused so far: a bit per member, for the first
+/// [`Refused::TRACKED`] members (a pick among more may revisit an untracked one).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Refused {
+    bits: [u64; 4],
+    count: usize,
+}
+
+impl Refused {
+    /// How many members are tracked.
+    pub const TRACKED: usize = 256;
+
+    /// Whether member `i` was refused.
+    #[inline]
+    pub fn contains(&self, i: usize) -> bool {
+        i < Self::TRACKED && self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    /// Mark member `i` refused.
+    #[inline]
+    pub fn insert(&mut self, i: usize) {
+        if i < Self::TRACKED && !self.contains(i) {
+            self.bits[i / 64] |= 1 << (i % 64);
+            self.count += 1;
+        }
+    }
+
+    /// How many members were refused.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// One of the `n` members not refused, uniformly at random; `None` when none is left.
+    pub fn random_other(&self, n: usize) -> Option<usize> {
+        let free = n.checked_sub(self.count).filter(|f| *f > 0)?;
+        let mut k = fastrand::usize(..free);
+        for i in 0..n {
+            if !self.contains(i) {
+                if k == 0 {
+                    return Some(i);
+                }
+                k -= 1;
+            }
+        }
+        None
     }
 }
 

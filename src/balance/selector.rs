@@ -2,7 +2,7 @@
 //! [`BackendSelection`] and, on the request path, through [`Selector::pick`].
 
 use super::strategies::round_robin::RoundRobinFactory;
-use super::{Member, PickRequest, StateStore, Strategy, StrategyFactory};
+use super::{Member, PickRequest, Refused, StateStore, Strategy, StrategyFactory};
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
@@ -52,23 +52,33 @@ impl Selector {
     }
 
     /// The first member the strategy chooses that `accept` allows; `None` when every member is
-    /// refused (or there are none). Does not allocate.
+    /// refused (or there are none). After a refusal the strategy picks again among the members
+    /// not refused yet ([`Strategy::repick`]), at random by default. Does not allocate.
     #[inline]
     pub fn pick(&self, req: &PickRequest, accept: impl Fn(&Member) -> bool) -> Option<&Member> {
         let n = self.members.len();
         if n == 0 {
             return None;
         }
-        let first = self.strategy.pick(&self.members, req);
-        let m = &self.members[first];
-        if accept(m) {
-            return Some(m);
+        let mut i = self.strategy.pick(&self.members, req);
+        let mut refused = Refused::default();
+        for _ in 0..n {
+            let m = &self.members[i];
+            if accept(m) {
+                return Some(m);
+            }
+            refused.insert(i);
+            i = self.next_choice(req, &refused)?;
         }
-        (1..n)
-            .map(|attempt| {
-                &self.members[self.strategy.fallback(&self.members, req, first, attempt)]
-            })
-            .find(|m| accept(m))
+        None
+    }
+
+    /// The strategy's next choice after `refused`, or a random member not refused.
+    fn next_choice(&self, req: &PickRequest, refused: &Refused) -> Option<usize> {
+        match self.strategy.repick(&self.members, req, refused) {
+            Some(j) if j < self.members.len() && !refused.contains(j) => Some(j),
+            _ => refused.random_other(self.members.len()),
+        }
     }
 }
 
@@ -100,17 +110,19 @@ impl BackendSelection for Selector {
                 hash: crc32fast::hash(key),
                 now: super::now_ns(),
             },
-            first: 0,
+            last: None,
+            refused: Refused::default(),
             attempt: 0,
         }
     }
 }
 
-/// Pingora-facing iterator: the strategy's choice, then its fallbacks, each member once.
+/// Pingora-facing iterator: the strategy's choice, then its re-picks, each member once.
 pub struct SelectorIter {
     selector: Arc<Selector>,
     req: PickRequest,
-    first: usize,
+    last: Option<usize>,
+    refused: Refused,
     attempt: usize,
 }
 
@@ -121,13 +133,14 @@ impl BackendIter for SelectorIter {
         if self.attempt >= n {
             return None;
         }
-        let idx = if self.attempt == 0 {
-            self.first = sel.strategy.pick(&sel.members, &self.req);
-            self.first
-        } else {
-            sel.strategy
-                .fallback(&sel.members, &self.req, self.first, self.attempt)
+        let idx = match self.last {
+            None => sel.strategy.pick(&sel.members, &self.req),
+            Some(prev) => {
+                self.refused.insert(prev);
+                sel.next_choice(&self.req, &self.refused)?
+            }
         };
+        self.last = Some(idx);
         self.attempt += 1;
         Some(&sel.members[idx].backend)
     }
@@ -167,6 +180,25 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), 3);
         let _ = Backends::new(discovery::Static::new(backends));
+    }
+
+    #[test]
+    fn a_vetoed_members_share_spreads_over_the_rest() {
+        let store = StateStore::new();
+        let members: Vec<Member> = (1..=4)
+            .map(|p| Member::new(Backend::new(&format!("127.0.0.1:{p}")).unwrap(), &store).unwrap())
+            .collect();
+        let sel = Selector::new(members, &RoundRobinFactory);
+        let req = PickRequest::default();
+        let mut counts = [0u32; 5];
+        for _ in 0..12_000 {
+            let m = sel.pick(&req, |m| m.state.addr().port() != 1).unwrap();
+            counts[m.state.addr().port() as usize] += 1;
+        }
+        // Round robin gives 3,000 to each; member 1's 3,000 spread over the other three.
+        for (port, &c) in counts.iter().enumerate().skip(2) {
+            assert!((3_700..=4_300).contains(&c), "port {port}: {counts:?}");
+        }
     }
 
     #[test]

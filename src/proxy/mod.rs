@@ -426,6 +426,12 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
+        if self.gateway.is_draining() {
+            // Shutting down or handing over since this request arrived: Pingora then answers
+            // `Connection: close`, so the client sends its next request on a new connection
+            // instead of one this process is about to close.
+            session.set_keepalive(None);
+        }
         Self::filter_local_response(session, ctx, response);
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! the chosen backend is unavailable, the next distinct backend clockwise takes the key.
 
 use super::ring::Ring;
-use crate::balance::{KeySource, Member, PickRequest, Strategy, StrategyFactory};
+use crate::balance::{KeySource, Member, PickRequest, Refused, Strategy, StrategyFactory};
 use crate::config::{error::from_value, PathError};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -74,34 +74,13 @@ impl Strategy for ConsistentHash {
         self.0.member_at(self.0.position(req.hash))
     }
 
-    /// The `attempt`-th distinct member clockwise from the key's point.
-    fn fallback(
-        &self,
-        members: &[Member],
-        req: &PickRequest,
-        first: usize,
-        attempt: usize,
-    ) -> usize {
-        const TRACK: usize = 16;
-        let n = members.len();
-        if attempt >= TRACK {
-            return (first + attempt) % n;
-        }
-        let mut seen = [usize::MAX; TRACK];
-        seen[0] = first;
-        let mut found = 1;
+    /// The first member clockwise from the key's point that was not refused: the keys of a
+    /// refused member move to its ring successors, everyone else's stay.
+    fn repick(&self, _members: &[Member], req: &PickRequest, refused: &Refused) -> Option<usize> {
         let start = self.0.position(req.hash);
-        for step in 1..=self.0.len() {
-            let m = self.0.member_at(start + step);
-            if !seen[..found].contains(&m) {
-                if found == attempt {
-                    return m;
-                }
-                seen[found] = m;
-                found += 1;
-            }
-        }
-        (first + attempt) % n
+        (1..=self.0.len())
+            .map(|step| self.0.member_at(start + step))
+            .find(|m| !refused.contains(*m))
     }
 }
 
@@ -153,13 +132,17 @@ mod tests {
     }
 
     #[test]
-    fn fallback_visits_each_other_member_once() {
+    fn repick_walks_the_ring_visiting_each_other_member_once() {
         let m = members(&[1, 1, 1, 1]);
         let s = from_params(&serde_yaml::Value::Null).unwrap().build(&m);
         let r = req("k");
-        let first = s.pick(&m, &r);
-        let mut all: Vec<usize> = (1..4).map(|a| s.fallback(&m, &r, first, a)).collect();
-        all.push(first);
+        let mut refused = Refused::default();
+        let mut all = vec![s.pick(&m, &r)];
+        refused.insert(all[0]);
+        while let Some(i) = s.repick(&m, &r, &refused) {
+            all.push(i);
+            refused.insert(i);
+        }
         all.sort();
         assert_eq!(all, vec![0, 1, 2, 3]);
     }

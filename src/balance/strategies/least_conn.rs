@@ -6,7 +6,7 @@
 
 use super::{lowest_score, Choice};
 use crate::balance::sample::WeightTable;
-use crate::balance::{Member, PickRequest, Strategy, StrategyFactory};
+use crate::balance::{Member, PickRequest, Refused, Strategy, StrategyFactory};
 use crate::config::{error::from_value, PathError};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -56,6 +56,13 @@ impl Strategy for LeastConn {
     #[inline]
     fn pick(&self, members: &[Member], req: &PickRequest) -> usize {
         lowest_score(members, &self.table, self.choice, req, score)
+    }
+
+    /// The fewest in flight per unit of weight among the members not refused.
+    fn repick(&self, members: &[Member], req: &PickRequest, refused: &Refused) -> Option<usize> {
+        (0..members.len())
+            .filter(|i| !refused.contains(*i))
+            .min_by(|a, b| score(&members[*a], req).total_cmp(&score(&members[*b], req)))
     }
 }
 
