@@ -1,20 +1,18 @@
-//! The running gateway's shared core: the live config snapshot, the backend state store and
-//! the metrics. Every service (listeners, health checks, metrics, admin) holds an
-//! `Arc<Gateway>`.
+//! What the data plane reads: the published snapshot, the backend state store and the
+//! metrics. Only the control plane ([`crate::control`]) publishes snapshots; everything here
+//! that changes state is called from its thread.
 
-use crate::admin::overlay::Overlay;
 use crate::balance::{BackendState, StateStore};
 use crate::config::{self, ConfigErrors};
 use crate::observe::metrics::BackendSource;
 use crate::observe::Metrics;
-use crate::runtime::{compile, CompileContext, Snapshot};
+use crate::runtime::{compile, CompileContext, Compiled, Snapshot};
 use arc_swap::ArcSwap;
-use portcullis_plugin::build::{PersistentStore, SharedMetrics};
-use portcullis_plugin::FilterRegistry;
-use std::net::SocketAddr;
+use portcullis_plugin::build::{NoEjector, PersistentStore, SharedMetrics};
+use portcullis_plugin::{Ejector, FilterRegistry};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 use tokio::sync::watch;
 
@@ -26,8 +24,7 @@ pub struct Gateway {
     changes: watch::Sender<u64>,
     config_path: PathBuf,
     plugins: Plugins,
-    reload: Mutex<ReloadStatus>,
-    overlay: Mutex<Overlay>,
+    reload: ArcSwap<ReloadStatus>,
     started: SystemTime,
     draining: AtomicBool,
 }
@@ -53,27 +50,34 @@ pub struct Plugins {
     pub metrics: SharedMetrics,
     /// Filter state that survives reloads.
     pub persistent: PersistentStore,
+    /// Where filters report backends to take out of rotation.
+    pub ejector: Arc<dyn Ejector>,
 }
 
 impl Plugins {
     /// Filters of `registry`, registering their metrics in `metrics`, with empty persistent
-    /// state.
-    pub fn new(registry: FilterRegistry, metrics: &Metrics) -> Self {
+    /// state, reporting ejections to `ejector`.
+    pub fn new(registry: FilterRegistry, metrics: &Metrics, ejector: Arc<dyn Ejector>) -> Self {
         Plugins {
             registry,
             metrics: SharedMetrics::new(metrics.registry().clone()),
             persistent: PersistentStore::default(),
+            ejector,
         }
     }
 }
 
 impl Gateway {
     /// Read, check and compile the config file with the filters of `registry`; nothing is
-    /// started.
-    pub fn load(path: &Path, registry: FilterRegistry) -> Result<Arc<Self>, ConfigErrors> {
+    /// started. Filters report ejections to `ejector` (the control plane's handle).
+    pub fn load(
+        path: &Path,
+        registry: FilterRegistry,
+        ejector: Arc<dyn Ejector>,
+    ) -> Result<Arc<Self>, ConfigErrors> {
         let store = StateStore::new();
         let metrics = Metrics::new();
-        let plugins = Plugins::new(registry, &metrics);
+        let plugins = Plugins::new(registry, &metrics, ejector);
         let snapshot = compile_file(path, &store, &metrics, &plugins, 1)?;
         plugins.persistent.retain_generation(1);
         metrics.config_generation.set(1);
@@ -84,8 +88,7 @@ impl Gateway {
             changes: watch::channel(1).0,
             config_path: path.to_path_buf(),
             plugins,
-            reload: Mutex::new(ReloadStatus::default()),
-            overlay: Mutex::new(Overlay::default()),
+            reload: ArcSwap::from_pointee(ReloadStatus::default()),
             started: SystemTime::now(),
             draining: AtomicBool::new(false),
         });
@@ -125,13 +128,21 @@ impl Gateway {
         &self.plugins
     }
 
-    /// Make `snapshot` the live config.
+    /// Publish `snapshot`, a new config generation (control plane only).
     pub fn install(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
         let old = self.current.swap(Arc::new(snapshot));
         old.access_log.flush();
         self.plugins.persistent.retain_generation(generation);
         self.metrics.config_generation.set(generation as i64);
+        self.changes.send_replace(generation);
+    }
+
+    /// Publish `snapshot`, the live config with other upstream member lists (control plane
+    /// only): admin changes, health transitions, ejections.
+    pub fn publish_members(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation;
+        self.current.store(Arc::new(snapshot));
         self.changes.send_replace(generation);
     }
 
@@ -157,90 +168,24 @@ impl Gateway {
 
     /// The last reload's outcome.
     pub fn last_reload(&self) -> ReloadStatus {
-        self.reload
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        ReloadStatus::clone(&self.reload.load())
     }
 
-    /// The runtime changes made through the admin API.
-    pub fn overlay(&self) -> MutexGuard<'_, Overlay> {
-        self.overlay.lock().unwrap_or_else(|p| p.into_inner())
+    /// Record a reload's outcome (control plane only).
+    pub fn set_last_reload(&self, status: ReloadStatus) {
+        self.reload.store(Arc::new(status));
     }
+}
 
-    /// Membership changed outside a reload (admin API): let the health checks follow.
-    pub fn membership_changed(&self) {
-        let generation = self.snapshot().generation;
-        self.changes.send_replace(generation);
-    }
-
-    /// Re-read the config file and, if it is valid, make it live; otherwise keep serving the
-    /// current config and report why. Listener addresses cannot change without new sockets:
-    /// such changes are logged and left for a graceful upgrade.
-    pub fn reload(&self, trigger: &str) -> Result<u64, ConfigErrors> {
-        let mut status = self.reload.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.snapshot();
-        let generation = current.generation + 1;
-        let result = compile_file(
-            &self.config_path,
-            &self.store,
-            &self.metrics,
-            &self.plugins,
-            generation,
-        );
-        status.at = Some(SystemTime::now());
-        status.trigger = trigger.to_string();
-        match result {
-            Ok(mut next) => {
-                let notes = keep_sockets(&current, &mut next);
-                for n in &notes {
-                    log::warn!("reload ({trigger}): {n}");
-                }
-                self.overlay().apply(&next, &self.store);
-                self.install(next);
-                self.metrics.count_reload(true);
-                log::info!(
-                    "reload ({trigger}): {} is live as generation {generation}",
-                    self.config_path.display()
-                );
-                status.ok = true;
-                status.messages = notes;
-                Ok(generation)
-            }
-            Err(errors) => {
-                for e in errors.iter() {
-                    log::error!("reload ({trigger}) rejected: {e}");
-                }
-                log::error!(
-                    "reload ({trigger}): keeping generation {} ({} problem(s) in {})",
-                    current.generation,
-                    errors.0.len(),
-                    self.config_path.display()
-                );
-                self.metrics.count_reload(false);
-                status.ok = false;
-                status.messages = errors.iter().map(|e| e.to_string()).collect();
-                Err(errors)
-            }
-        }
-    }
-
-    /// A backend's health or enablement changed: rebuild the selectors that hold it.
-    pub fn on_health_change(&self, addr: SocketAddr) {
-        for up in self
-            .snapshot()
-            .upstreams
-            .iter()
-            .filter(|u| u.contains(addr))
-        {
-            up.rebuild();
-        }
+impl crate::tls::CertSource for Gateway {
+    fn certificates(&self, listener: &str) -> Option<Arc<crate::tls::CertStore>> {
+        self.snapshot().certificates.get(listener).cloned()
     }
 }
 
 /// Sockets are bound once: keep the running listeners, metrics and admin addresses in `next`
 /// and say what a graceful upgrade would change.
-fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
+pub fn keep_sockets(current: &Compiled, next: &mut Compiled) -> Vec<String> {
     let mut notes = Vec::new();
     if next.listeners != current.listeners {
         notes.push(
@@ -283,7 +228,7 @@ fn keep_sockets(current: &Snapshot, next: &mut Snapshot) -> Vec<String> {
 pub fn compile_text(name: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
     let store = StateStore::new();
     let metrics = Metrics::new();
-    let plugins = Plugins::new(crate::filters::builtin(), &metrics);
+    let plugins = Plugins::new(crate::filters::builtin(), &metrics, Arc::new(NoEjector));
     let parsed = config::parse_str(name, text)?;
     compile_parsed(parsed, &store, &metrics, &plugins, 1)
 }
@@ -319,13 +264,14 @@ fn compile_parsed(
         filters: &plugins.registry,
         plugin_metrics: &plugins.metrics,
         persistent: &plugins.persistent,
+        ejector: &plugins.ejector,
     };
     compile(&cfg, &cx).map_err(|errs| source.locate(errs))
 }
 
 impl BackendSource for Gateway {
     fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState)) {
-        for up in &self.snapshot().upstreams {
+        for up in self.snapshot().upstreams.iter() {
             for b in up.backends() {
                 f(&up.name, &b.state);
             }

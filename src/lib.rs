@@ -11,6 +11,7 @@ pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod devserver;
 pub mod filters;
 pub mod gateway;

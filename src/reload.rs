@@ -5,13 +5,12 @@
 //! fails validation and changes nothing; the next poll sees the finished file.
 
 use crate::config::bounds;
-use crate::gateway::Gateway;
+use crate::control::ControlHandle;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// How often the file watch looks at the config file.
@@ -19,15 +18,18 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The background service that reloads on SIGHUP and on file changes.
 pub struct ConfigWatcher {
-    gateway: Arc<Gateway>,
+    path: PathBuf,
+    control: ControlHandle,
     watch_file: bool,
 }
 
 impl ConfigWatcher {
-    /// A watcher for `gateway`'s config file; `watch_file: false` reacts to SIGHUP only.
-    pub fn new(gateway: Arc<Gateway>, watch_file: bool) -> Self {
+    /// A watcher for the config file at `path` that asks `control` to reload;
+    /// `watch_file: false` reacts to SIGHUP only.
+    pub fn new(path: &Path, control: ControlHandle, watch_file: bool) -> Self {
         ConfigWatcher {
-            gateway,
+            path: path.to_path_buf(),
+            control,
             watch_file,
         }
     }
@@ -65,7 +67,7 @@ fn content_hash(path: &Path) -> Option<u64> {
 #[async_trait]
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let path = self.gateway.config_path().to_path_buf();
+        let path = self.path.clone();
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -86,7 +88,7 @@ impl BackgroundService for ConfigWatcher {
         loop {
             tokio::select! {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    let _ = self.gateway.reload("SIGHUP");
+                    let _ = self.control.reload("SIGHUP").await;
                     last_stamp = stamp(&path);
                     last_hash = content_hash(&path);
                 }
@@ -99,7 +101,7 @@ impl BackgroundService for ConfigWatcher {
                     let hash = content_hash(&path);
                     if hash.is_some() && hash != last_hash {
                         last_hash = hash;
-                        let _ = self.gateway.reload("file change");
+                        let _ = self.control.reload("file change").await;
                     }
                 }
                 _ = shutdown.changed() => break,

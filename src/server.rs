@@ -4,6 +4,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::model::Protocol;
 use crate::config::model::ServerSection;
+use crate::control::{self, ControlHandle, ControlQueue, HealthLink};
 use crate::gateway::Gateway;
 use crate::health::HealthService;
 use crate::observe::metrics_service::MetricsApp;
@@ -11,7 +12,7 @@ use crate::proxy::connections::ConnectionCounter;
 use crate::proxy::guard::{ClientGuard, DeadlineSource, Deadlines};
 use crate::proxy::Proxy;
 use crate::reload::ConfigWatcher;
-use crate::tls::SniCertificates;
+use crate::tls::{CertSource, SniCertificates};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -45,8 +46,14 @@ pub fn server_conf(s: &ServerSection, cli: &Cli) -> ServerConf {
     }
 }
 
-/// Create the Pingora server with every service of `gateway`, ready to run.
-pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
+/// Create the Pingora server with every service of `gateway`, ready to run. `control` is the
+/// control plane's handle and queue (its thread starts with the server, after any
+/// daemonizing fork).
+pub fn build_server(
+    gateway: &Arc<Gateway>,
+    (control, queue): (ControlHandle, ControlQueue),
+    cli: &Cli,
+) -> Server {
     let snapshot = gateway.snapshot();
     let opt = Opt {
         upgrade: cli.upgrade,
@@ -76,9 +83,9 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
         let mut svc = Service::new(name, ClientGuard::new(proxy, source, h2c));
         match l.protocol {
             Protocol::Https => {
+                let source: Arc<dyn CertSource> = Arc::clone(gateway) as Arc<dyn CertSource>;
                 let mut tls = match TlsSettings::with_callbacks(Box::new(SniCertificates::new(
-                    Arc::clone(gateway),
-                    &l.name,
+                    source, &l.name,
                 ))) {
                     Ok(t) => t,
                     Err(e) => {
@@ -120,7 +127,8 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
         log::info!("serving Prometheus metrics on http://{addr}/metrics");
     }
     if let Some(admin) = &snapshot.admin {
-        let mut svc = Service::new("admin".to_string(), AdminApp::new(Arc::clone(gateway)));
+        let app = AdminApp::new(Arc::clone(gateway), control.clone());
+        let mut svc = Service::new("admin".to_string(), app);
         svc.add_tcp(&admin.addr.to_string());
         svc.threads = Some(1);
         server.add_service(svc);
@@ -135,6 +143,13 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
         );
     }
     server.add_service(background_service(
+        "control plane",
+        ControlService {
+            gateway: Arc::clone(gateway),
+            queue: std::sync::Mutex::new(Some(queue)),
+        },
+    ));
+    server.add_service(background_service(
         "lifecycle",
         Lifecycle {
             gateway: Arc::clone(gateway),
@@ -143,11 +158,14 @@ pub fn build_server(gateway: &Arc<Gateway>, cli: &Cli) -> Server {
     ));
     server.add_service(background_service(
         "health checks",
-        HealthService::new(Arc::clone(gateway)),
+        HealthService::new(Arc::new(HealthLink::new(
+            Arc::clone(gateway),
+            control.clone(),
+        ))),
     ));
     server.add_service(background_service(
         "config reload",
-        ConfigWatcher::new(Arc::clone(gateway), !cli.no_watch),
+        ConfigWatcher::new(gateway.config_path(), control, !cli.no_watch),
     ));
     server.add_service(background_service(
         "housekeeping",
@@ -197,6 +215,27 @@ impl BackgroundService for Housekeeping {
     }
 }
 
+/// Starts the control plane's thread once the server runs (a thread started before Pingora
+/// daemonizes would not survive the fork).
+struct ControlService {
+    gateway: Arc<Gateway>,
+    queue: std::sync::Mutex<Option<ControlQueue>>,
+}
+
+#[async_trait]
+impl BackgroundService for ControlService {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(queue) = queue {
+            if let Err(e) = control::spawn(Arc::clone(&self.gateway), queue) {
+                log::error!(
+                    "cannot start the control plane: {e}; reloads and admin changes will not apply"
+                );
+            }
+        }
+    }
+}
+
 /// Follows Pingora's execution phases: once a graceful upgrade or shutdown begins, the
 /// gateway drains (responses close their connections).
 struct Lifecycle {
@@ -242,7 +281,9 @@ fn maintain_filters(snapshot: &crate::runtime::Snapshot) {
 /// Run the daemon for a parsed command line. Returns the process exit code (it returns at
 /// all only for `-t` and for configuration errors; otherwise the server runs until stopped).
 pub fn run(cli: Cli, filters: portcullis_plugin::FilterRegistry) -> i32 {
-    let gateway = match Gateway::load(&cli.conf, filters) {
+    let (control, queue) = control::channel();
+    let ejector: Arc<dyn portcullis_plugin::Ejector> = Arc::new(control.clone());
+    let gateway = match Gateway::load(&cli.conf, filters, ejector) {
         Ok(gw) => gw,
         Err(errors) => {
             for e in errors.iter() {
@@ -260,6 +301,6 @@ pub fn run(cli: Cli, filters: portcullis_plugin::FilterRegistry) -> i32 {
         println!("portcullis: configuration {} is valid", cli.conf.display());
         return 0;
     }
-    let server = build_server(&gateway, &cli);
+    let server = build_server(&gateway, (control, queue), &cli);
     server.run_forever()
 }

@@ -150,7 +150,7 @@ fn backups_take_over_when_no_primary_is_healthy_and_then_503() {
     let body = r.text().unwrap();
     assert_eq!(status, 503, "{body} {}", gw.stderr());
     assert!(
-        body.contains("no healthy backend"),
+        body.contains("no backend of upstream pool may serve") && body.contains("3 unhealthy"),
         "short reason in the body: {body}"
     );
     // A primary coming back wins over the (also returning) backup.

@@ -1,8 +1,9 @@
 //! The admin HTTP app: routing, authentication, JSON in and out.
 
-use super::overlay::{AddedBackend, Overlay};
+use super::overlay::AddedBackend;
+use crate::control::{AdminChange, ControlHandle};
 use crate::gateway::Gateway;
-use crate::runtime::compile::{resolve_backend_addr, MAX_WEIGHT};
+use crate::runtime::compile::MAX_WEIGHT;
 use crate::runtime::upstream::BackendOrigin;
 use crate::runtime::Upstream;
 use async_trait::async_trait;
@@ -22,12 +23,13 @@ const MAX_BODY: usize = 64 * 1024;
 /// Serves the admin API of one gateway.
 pub struct AdminApp {
     gateway: Arc<Gateway>,
+    control: ControlHandle,
 }
 
 impl AdminApp {
-    /// An app for `gateway`.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        AdminApp { gateway }
+    /// An app that reads `gateway` and sends changes to `control`.
+    pub fn new(gateway: Arc<Gateway>, control: ControlHandle) -> Self {
+        AdminApp { gateway, control }
     }
 }
 
@@ -215,11 +217,7 @@ impl AdminApp {
             .ok_or_else(|| error(404, format!("no upstream `{name}`")))
     }
 
-    fn add_backend(&self, upstream: &str, body: &[u8]) -> Reply {
-        let up = match self.find_upstream(upstream) {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
+    async fn add_backend(&self, upstream: &str, body: &[u8]) -> Reply {
         let req: AddBackend = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => return error(400, format!("bad body: {e}")),
@@ -227,68 +225,31 @@ impl AdminApp {
         if !(1..=MAX_WEIGHT).contains(&req.weight) {
             return error(400, format!("weight must be between 1 and {MAX_WEIGHT}"));
         }
-        let addr = match resolve_backend_addr(&req.address) {
-            Ok(a) => a,
-            Err(e) => return error(400, e),
+        let change = AdminChange::Add {
+            upstream: upstream.to_string(),
+            address: req.address,
+            backend: AddedBackend {
+                weight: req.weight,
+                backup: req.backup,
+                metadata: req.metadata,
+            },
         };
-        let added = AddedBackend {
-            weight: req.weight,
-            backup: req.backup,
-            metadata: req.metadata,
-        };
-        let mut overlay = self.gateway.overlay();
-        if !up.add_backend(Overlay::backend(self.gateway.store(), addr, &added)) {
-            return error(409, format!("{addr} is already a backend of `{upstream}`"));
-        }
-        overlay.add(upstream, addr, added);
-        drop(overlay);
-        self.gateway.membership_changed();
-        log::info!("admin: added backend {addr} to upstream {upstream}");
-        (201, self.upstream_json(&up))
+        self.change(upstream, change, 201).await
     }
 
-    fn remove_backend(&self, upstream: &str, addr: SocketAddr) -> Reply {
-        let up = match self.find_upstream(upstream) {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
-        let mut overlay = self.gateway.overlay();
-        if !up.remove_backend(addr) {
-            return error(404, format!("{addr} is not a backend of `{upstream}`"));
+    /// Send `change` to the control plane; the upstream as it is once the change is live.
+    async fn change(&self, upstream: &str, change: AdminChange, ok: u16) -> Reply {
+        match self.control.admin(change).await {
+            Ok(()) => match self.find_upstream(upstream) {
+                Ok(up) => (ok, self.upstream_json(&up)),
+                Err(r) => r,
+            },
+            Err(refusal) => error(refusal.status, refusal.message),
         }
-        overlay.remove(upstream, addr);
-        drop(overlay);
-        self.gateway.membership_changed();
-        log::info!("admin: removed backend {addr} from upstream {upstream}");
-        (200, self.upstream_json(&up))
     }
 
-    fn set_enabled(&self, upstream: &str, addr: SocketAddr, enabled: bool) -> Reply {
-        let up = match self.find_upstream(upstream) {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
-        let Some(state) = up
-            .backends()
-            .into_iter()
-            .find(|b| b.addr() == addr)
-            .map(|b| b.state)
-        else {
-            return error(404, format!("{addr} is not a backend of `{upstream}`"));
-        };
-        self.gateway.overlay().set_drained(addr, !enabled);
-        if state.set_enabled(enabled) {
-            self.gateway.on_health_change(addr);
-            log::info!(
-                "admin: backend {addr} {}",
-                if enabled { "enabled" } else { "draining" }
-            );
-        }
-        (200, self.upstream_json(&up))
-    }
-
-    fn reload(&self) -> Reply {
-        match self.gateway.reload("admin API") {
+    async fn reload(&self) -> Reply {
+        match self.control.reload("admin API").await {
             Ok(generation) => (
                 200,
                 json!({ "result": "success", "config_generation": generation }),
@@ -330,20 +291,33 @@ impl AdminApp {
                 Err(r) => r,
             },
             (&Method::POST, ["upstreams", name, "backends"]) => match Self::body(session).await {
-                Ok(body) => self.add_backend(name, &body),
+                Ok(body) => self.add_backend(name, &body).await,
                 Err(r) => r,
             },
             (&Method::DELETE, ["upstreams", name, "backends", a]) => match addr(a) {
-                Ok(a) => self.remove_backend(name, a),
+                Ok(addr) => {
+                    let upstream = name.to_string();
+                    self.change(name, AdminChange::Remove { upstream, addr }, 200)
+                        .await
+                }
                 Err(r) => r,
             },
             (&Method::POST, ["upstreams", name, "backends", a, action @ ("drain" | "enable")]) => {
                 match addr(a) {
-                    Ok(a) => self.set_enabled(name, a, *action == "enable"),
+                    Ok(addr) => {
+                        let upstream = name.to_string();
+                        let enabled = *action == "enable";
+                        let change = AdminChange::SetEnabled {
+                            upstream,
+                            addr,
+                            enabled,
+                        };
+                        self.change(name, change, 200).await
+                    }
                     Err(r) => r,
                 }
             }
-            (&Method::POST, ["reload"]) => self.reload(),
+            (&Method::POST, ["reload"]) => self.reload().await,
             _ => error(404, format!("no such call: {method} {path}")),
         }
     }

@@ -63,26 +63,39 @@ impl Overlay {
         ub
     }
 
-    /// Re-apply every change to a freshly compiled snapshot (before it goes live).
-    pub fn apply(&mut self, snapshot: &Snapshot, store: &StateStore) {
+    /// Every change applied to a freshly compiled snapshot (before it goes live): the
+    /// members of each of its upstreams, in order. Changes to upstreams the file no longer
+    /// has are forgotten; drained addresses are drained again.
+    pub fn apply(&mut self, snapshot: &Snapshot, store: &StateStore) -> Vec<Vec<UpstreamBackend>> {
         let known: BTreeSet<&str> = snapshot.upstreams.iter().map(|u| &*u.name).collect();
         self.added.retain(|(u, _), _| known.contains(u.as_str()));
         self.removed.retain(|(u, _)| known.contains(u.as_str()));
-        for up in &snapshot.upstreams {
-            for (_, addr) in self.removed.iter().filter(|(u, _)| *u == *up.name) {
-                up.remove_backend(*addr);
-            }
-            for ((_, addr), b) in self.added.iter().filter(|((u, _), _)| *u == *up.name) {
-                up.add_backend(Self::backend(store, *addr, b));
-            }
-        }
         for addr in &self.drained {
             if let Some(state) = store.get(addr) {
                 state.set_enabled(false);
             }
         }
-        for up in &snapshot.upstreams {
-            up.rebuild();
+        snapshot
+            .upstreams
+            .iter()
+            .map(|up| self.members(up, store))
+            .collect()
+    }
+
+    fn members(&self, up: &Upstream, store: &StateStore) -> Vec<UpstreamBackend> {
+        let name = &*up.name;
+        let removed = |addr: SocketAddr| self.removed.contains(&(name.to_string(), addr));
+        let mut out: Vec<UpstreamBackend> = up
+            .backends()
+            .iter()
+            .filter(|b| !removed(b.addr()))
+            .cloned()
+            .collect();
+        for ((_, addr), b) in self.added.iter().filter(|((u, _), _)| u == name) {
+            if !out.iter().any(|x| x.addr() == *addr) {
+                out.push(Self::backend(store, *addr, b));
+            }
         }
+        out
     }
 }

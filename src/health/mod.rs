@@ -4,9 +4,10 @@
 //! with the first upstream's settings). A verdict flips after `healthy_threshold` consecutive
 //! successes or `unhealthy_threshold` consecutive failures; the very first probe of a new
 //! backend decides at once, so a backend that is down at start leaves rotation after one probe. Every
-//! flip is logged, counted, and makes the upstreams holding the backend rebuild their
-//! selectors. The service re-reads the live config whenever it changes (reloads, admin calls),
-//! starting probes for new backends and stopping those of removed ones.
+//! flip is logged and reported to the [`HealthHost`] (the control plane, which publishes the
+//! upstreams holding the backend with their eligibility recomputed). The service re-reads the
+//! targets whenever the live config changes (reloads, admin calls), starting probes for new
+//! backends and stopping those of removed ones.
 
 pub mod probe;
 pub mod spec;
@@ -14,7 +15,6 @@ pub mod spec;
 pub use spec::{HealthSpec, HttpProbeSpec};
 
 use crate::balance::BackendState;
-use crate::gateway::Gateway;
 use async_trait::async_trait;
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
@@ -22,7 +22,22 @@ use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// What the health checks need from the gateway, and nothing more.
+pub trait HealthHost: Send + Sync + 'static {
+    /// Every backend to probe in the live config, in config order.
+    fn targets(&self) -> Vec<HealthTarget>;
+    /// Notified whenever the live config or membership changes.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+    /// The live state of `addr`, if any upstream has it.
+    fn state(&self, addr: &SocketAddr) -> Option<Arc<BackendState>>;
+    /// `target`'s verdict flipped to `healthy` (its state already says so).
+    fn transition(&self, target: &HealthTarget, healthy: bool);
+    /// `addr` is no longer checked and counts as healthy again.
+    fn forgotten(&self, addr: SocketAddr);
+}
 
 /// One backend to probe, as the live config describes it.
 #[derive(Clone)]
@@ -39,13 +54,13 @@ pub struct HealthTarget {
 
 /// The background service that runs every probe loop.
 pub struct HealthService {
-    gateway: Arc<Gateway>,
+    host: Arc<dyn HealthHost>,
 }
 
 impl HealthService {
-    /// A service probing the backends of `gateway`'s live config.
-    pub fn new(gateway: Arc<Gateway>) -> Self {
-        HealthService { gateway }
+    /// A service probing the targets of `host`.
+    pub fn new(host: Arc<dyn HealthHost>) -> Self {
+        HealthService { host }
     }
 }
 
@@ -57,10 +72,10 @@ struct Running {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut changes = self.gateway.subscribe();
+        let mut changes = self.host.subscribe();
         let mut running: HashMap<SocketAddr, Running> = HashMap::new();
         loop {
-            reconcile(&self.gateway, &mut running);
+            reconcile(&self.host, &mut running);
             tokio::select! {
                 r = changes.changed() => if r.is_err() { break },
                 _ = shutdown.changed() => break,
@@ -72,9 +87,9 @@ impl BackgroundService for HealthService {
     }
 }
 
-fn reconcile(gw: &Arc<Gateway>, running: &mut HashMap<SocketAddr, Running>) {
+fn reconcile(host: &Arc<dyn HealthHost>, running: &mut HashMap<SocketAddr, Running>) {
     let mut wanted: HashMap<SocketAddr, HealthTarget> = HashMap::new();
-    for t in gw.snapshot().health_targets() {
+    for t in host.targets() {
         wanted.entry(t.addr).or_insert(t);
     }
     running.retain(|addr, r| {
@@ -83,9 +98,9 @@ fn reconcile(gw: &Arc<Gateway>, running: &mut HashMap<SocketAddr, Running>) {
             r.task.abort();
             if !wanted.contains_key(addr) {
                 // No longer checked: an unchecked backend counts as healthy.
-                if let Some(state) = gw.store().get(addr) {
+                if let Some(state) = host.state(addr) {
                     if state.set_healthy(true) {
-                        gw.on_health_change(*addr);
+                        host.forgotten(*addr);
                     }
                 }
             }
@@ -97,12 +112,12 @@ fn reconcile(gw: &Arc<Gateway>, running: &mut HashMap<SocketAddr, Running>) {
             continue;
         }
         let spec = target.spec.clone();
-        let task = tokio::spawn(probe_loop(Arc::clone(gw), target));
+        let task = tokio::spawn(probe_loop(Arc::clone(host), target));
         running.insert(addr, Running { spec, task });
     }
 }
 
-async fn probe_loop(gw: Arc<Gateway>, t: HealthTarget) {
+async fn probe_loop(host: Arc<dyn HealthHost>, t: HealthTarget) {
     let probe = probe::probe_for(&t.spec);
     let mut probe_addr = t.addr;
     if let Some(port) = t.spec.port {
@@ -142,9 +157,7 @@ async fn probe_loop(gw: Arc<Gateway>, t: HealthTarget) {
                     t.upstream
                 ),
             }
-            gw.metrics()
-                .count_health_transition(&t.upstream, t.state.label(), ok);
-            gw.on_health_change(t.addr);
+            host.transition(&t, ok);
         }
         first = false;
         tokio::time::sleep(t.spec.interval).await;

@@ -40,7 +40,7 @@ pub fn probe_for(spec: &HealthSpec) -> Box<dyn HealthCheck + Send + Sync> {
 /// An HTTP request whose status (and optionally body) decides health.
 pub struct HttpProbe {
     spec: HttpProbeSpec,
-    tls: Option<crate::runtime::upstream::UpstreamTls>,
+    tls: Option<crate::tls::UpstreamTls>,
     timeout: std::time::Duration,
     thresholds: (usize, usize),
     connector: HttpConnector,

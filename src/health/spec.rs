@@ -46,7 +46,7 @@ pub struct HealthSpec {
     /// `Some` for HTTP probes, `None` for TCP connect probes.
     pub http: Option<HttpProbeSpec>,
     /// The upstream's TLS settings (HTTP probes then speak HTTPS).
-    pub tls: Option<crate::runtime::upstream::UpstreamTls>,
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 impl HealthSpec {

@@ -454,11 +454,8 @@ impl ProxyHttp for Proxy {
                 )
             }
             (Some(LocalReason::NoBackend), _) => {
-                let name = upstream_of(ctx).map_or("", |u| &u.name);
-                (
-                    503,
-                    Bytes::from(format!("no healthy backend available in upstream {name}\n")),
-                )
+                let why = upstream_of(ctx).map_or_else(String::new, |u| u.why_none());
+                (503, Bytes::from(why + "\n"))
             }
             (_, ErrorType::ReadTimedout) if matches!(e.esource(), ErrorSource::Downstream) => {
                 // The client stopped sending its body (`client.body_timeout`).

@@ -4,7 +4,7 @@
 
 use super::retry::RetryPolicy;
 use super::router::{Matcher, Route, Router};
-use super::snapshot::{ListenerSpec, Snapshot};
+use super::snapshot::{Compiled, ListenerSpec, Snapshot};
 use super::upstream::{Connection, Upstream, UpstreamTls};
 use crate::balance::{build_strategy, StateStore};
 use crate::config::model::{AccessLogConfig, Config, Protocol, UpstreamConfig};
@@ -14,7 +14,7 @@ use crate::health::HealthSpec;
 use crate::observe::{AccessLog, Metrics};
 use crate::tls::CertStore;
 use portcullis_plugin::build::{PersistentStore, SharedMetrics};
-use portcullis_plugin::{BuildContext, FilterRegistry, Scope};
+use portcullis_plugin::{BuildContext, Ejector, FilterRegistry, Scope};
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -39,6 +39,8 @@ pub struct CompileContext<'a> {
     pub plugin_metrics: &'a SharedMetrics,
     /// Filter state that survives reloads.
     pub persistent: &'a PersistentStore,
+    /// Where filters report backends to take out of rotation (the control plane).
+    pub ejector: &'a Arc<dyn Ejector>,
 }
 
 /// Check `cfg` and build the runtime snapshot; on failure, every problem found.
@@ -72,6 +74,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             cx.persistent,
             cx.generation,
         )
+        .with_ejector(Arc::clone(cx.ejector))
     };
     let global = build_filters(
         &cfg.filters,
@@ -157,18 +160,18 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         .enumerate()
         .map(|(i, u)| (Arc::clone(&u.name), i))
         .collect();
-    Ok(Snapshot {
+    let compiled = Compiled {
         upstream_index,
         certificates,
         generation: cx.generation,
         router: Router::new(routes),
-        upstreams,
         access_log: Arc::new(access_log.unwrap_or_else(AccessLog::off)),
         listeners,
         metrics_addr,
         admin,
         server: cfg.server.clone(),
-    })
+    };
+    Ok(Snapshot::new(compiled, upstreams))
 }
 
 fn list_or_none(names: &[&str]) -> String {

@@ -9,5 +9,5 @@ pub mod upstream;
 
 pub use compile::{compile, CompileContext};
 pub use router::{Route, Router};
-pub use snapshot::{ListenerSpec, Snapshot};
+pub use snapshot::{Compiled, ListenerSpec, Snapshot};
 pub use upstream::{Upstream, UpstreamBackend};

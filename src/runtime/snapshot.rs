@@ -55,15 +55,14 @@ impl std::fmt::Debug for AdminSpec {
     }
 }
 
-/// A compiled config.
+/// Everything a config file compiles to except the upstreams' member lists: routes,
+/// filters, listeners, certificates. Shared by every snapshot of one config generation.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Compiled {
     /// 1 for the config read at start, +1 per successful reload.
     pub generation: u64,
     /// Routes.
     pub router: Router,
-    /// Upstreams, indexed by [`super::Route::upstream`].
-    pub upstreams: Vec<Arc<Upstream>>,
     /// Access-log sink.
     pub access_log: Arc<AccessLog>,
     /// Listeners (bound at start; changing them needs a graceful upgrade).
@@ -80,18 +79,13 @@ pub struct Snapshot {
     pub certificates: HashMap<String, Arc<crate::tls::CertStore>>,
 }
 
-impl Snapshot {
+impl Compiled {
     /// The client policy of listener number `index` (the defaults if there is none: a
     /// listener's index is stable across reloads, since listeners change only by upgrade).
     pub fn listener_policy(&self, index: usize) -> &super::listener::ClientPolicy {
         static DEFAULT: once_cell::sync::Lazy<super::listener::ClientPolicy> =
             once_cell::sync::Lazy::new(Default::default);
         self.listeners.get(index).map_or(&*DEFAULT, |l| &*l.policy)
-    }
-
-    /// The upstream called `name`.
-    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.upstream_index.get(name).map(|&i| &self.upstreams[i])
     }
 
     /// Every filter instance of every route (the global ones appear once per route), for
@@ -102,17 +96,64 @@ impl Snapshot {
             .iter()
             .flat_map(|r| r.filters.all.iter())
     }
+}
+
+/// What requests read: a compiled config and its upstreams' current member lists. Immutable:
+/// the control plane publishes a new snapshot for every change (a reload, an admin call, a
+/// health transition, an open or closed circuit), sharing the parts that did not change.
+#[derive(Debug)]
+pub struct Snapshot {
+    compiled: Arc<Compiled>,
+    /// Upstreams, indexed by [`super::Route::upstream`].
+    pub upstreams: Box<[Arc<Upstream>]>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = Compiled;
+    #[inline]
+    fn deref(&self) -> &Compiled {
+        &self.compiled
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of a freshly compiled config.
+    pub fn new(compiled: Compiled, upstreams: Vec<Arc<Upstream>>) -> Self {
+        Snapshot {
+            compiled: Arc::new(compiled),
+            upstreams: upstreams.into_boxed_slice(),
+        }
+    }
+
+    /// The same config with other upstream member lists.
+    pub fn with_upstreams(&self, upstreams: Vec<Arc<Upstream>>) -> Self {
+        Snapshot {
+            compiled: Arc::clone(&self.compiled),
+            upstreams: upstreams.into_boxed_slice(),
+        }
+    }
+
+    /// The compiled config, to adjust before the snapshot is first published; `None` once it
+    /// is shared.
+    pub fn compiled_mut(&mut self) -> Option<&mut Compiled> {
+        Arc::get_mut(&mut self.compiled)
+    }
+
+    /// The upstream called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstream_index.get(name).map(|&i| &self.upstreams[i])
+    }
 
     /// Every backend with an active health check, in config order.
     pub fn health_targets(&self) -> Vec<HealthTarget> {
         let mut out = Vec::new();
-        for up in &self.upstreams {
+        for up in self.upstreams.iter() {
             let Some(spec) = &up.health else { continue };
             for b in up.backends() {
                 out.push(HealthTarget {
                     addr: b.addr(),
                     spec: spec.clone(),
-                    state: b.state,
+                    state: Arc::clone(&b.state),
                     upstream: Arc::clone(&up.name),
                 });
             }

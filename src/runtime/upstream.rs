@@ -1,22 +1,20 @@
 //! A compiled upstream: its backends, strategy, connection settings and retry policy.
 //!
-//! The selector covers only *eligible* members: healthy and enabled primaries, or — while no
-//! primary is eligible — healthy and enabled backups. It is rebuilt (through Pingora's
-//! [`BackendSelection`](pingora::lb::selection::BackendSelection) contract) whenever health or
-//! enablement changes, so strategies always balance over exactly the members that may serve.
+//! The selector covers only *eligible* members: healthy, enabled primaries whose circuit is
+//! not open, or — while no primary is eligible — such backups. The control plane builds a new
+//! upstream whenever health, enablement, ejection or membership changes, so strategies
+//! always balance over exactly the members that may serve.
 
 use super::retry::RetryPolicy;
 use crate::balance::{
     BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
 };
 use crate::health::HealthSpec;
-use arc_swap::ArcSwap;
 use pingora::lb::Backend;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a backend came from.
@@ -50,47 +48,7 @@ impl UpstreamBackend {
     }
 }
 
-/// TLS to an upstream's backends.
-#[derive(Clone)]
-pub struct UpstreamTls {
-    /// SNI (and verified name).
-    pub sni: String,
-    /// Verify chain and name.
-    pub verify: bool,
-    /// Where the CA bundle came from (for comparisons).
-    pub ca_file: Option<String>,
-    /// CA bundle, when not the default store.
-    pub ca: Option<Arc<Box<[pingora::tls::x509::X509]>>>,
-}
-
-impl std::fmt::Debug for UpstreamTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamTls")
-            .field("sni", &self.sni)
-            .field("verify", &self.verify)
-            .field("ca_file", &self.ca_file)
-            .finish()
-    }
-}
-
-impl PartialEq for UpstreamTls {
-    fn eq(&self, o: &Self) -> bool {
-        self.sni == o.sni && self.verify == o.verify && self.ca_file == o.ca_file
-    }
-}
-
-impl Eq for UpstreamTls {}
-
-impl UpstreamTls {
-    /// Apply to a peer.
-    pub fn apply(&self, peer: &mut HttpPeer) {
-        peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
-        peer.sni = self.sni.clone();
-        peer.options.verify_cert = self.verify;
-        peer.options.verify_hostname = self.verify;
-        peer.options.ca = self.ca.clone();
-    }
-}
+pub use crate::tls::upstream::UpstreamTls;
 
 /// Everything needed to reach an upstream's backends.
 #[derive(Debug, Clone)]
@@ -135,7 +93,10 @@ impl Connection {
     }
 }
 
-/// A named group of backends.
+/// A named group of backends, with the selector over those that may serve.
+///
+/// Immutable: a change of membership or eligibility (admin call, health transition, open
+/// circuit) is a new `Upstream` in a new [`super::Snapshot`], built by the control plane.
 pub struct Upstream {
     /// Name.
     pub name: Arc<str>,
@@ -143,12 +104,13 @@ pub struct Upstream {
     pub label_id: u32,
     factory: Arc<dyn StrategyFactory>,
     key: Option<KeySource>,
-    backends: Mutex<Vec<UpstreamBackend>>,
-    size: AtomicUsize,
-    selector: ArcSwap<Selector>,
-    conn: Connection,
-    /// Retry policy.
-    pub retry: RetryPolicy,
+    backends: Box<[UpstreamBackend]>,
+    selector: Selector,
+    /// How many backends were left out because they were ejected (open circuit).
+    ejected: usize,
+    conn: Arc<Connection>,
+    /// Retry policy (its budget is shared by every membership version of this config).
+    pub retry: Arc<RetryPolicy>,
     /// Active health check, if configured.
     pub health: Option<HealthSpec>,
 }
@@ -159,6 +121,15 @@ impl std::fmt::Debug for Upstream {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// Which backends are out of rotation for a reason the backend state does not carry (an open
+/// circuit): `true` for an address to leave out.
+pub type Ejected<'a> = &'a dyn Fn(SocketAddr) -> bool;
+
+/// Nothing ejected.
+pub fn none_ejected(_: SocketAddr) -> bool {
+    false
 }
 
 impl Upstream {
@@ -172,43 +143,65 @@ impl Upstream {
         health: Option<HealthSpec>,
     ) -> Self {
         let key = factory.key_source().cloned();
-        let selector = ArcSwap::from_pointee(Selector::empty(factory.as_ref()));
-        let up = Upstream {
+        let selector = select(&backends, factory.as_ref(), &none_ejected);
+        Upstream {
+            ejected: 0,
             name: name.into(),
             label_id: crate::observe::labels::intern(name),
             factory,
             key,
-            size: AtomicUsize::new(backends.len()),
-            backends: Mutex::new(backends),
+            backends: backends.into_boxed_slice(),
             selector,
-            conn,
-            retry,
+            conn: Arc::new(conn),
+            retry: Arc::new(retry),
             health,
-        };
-        up.rebuild();
-        up
+        }
     }
 
-    /// Recompute the eligible members and swap in a new selector.
-    pub fn rebuild(&self) {
-        let backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-        let eligible = |backup: bool| -> Vec<Member> {
-            backends
-                .iter()
-                .filter(|b| b.backup == backup && b.state.is_available())
-                .map(|b| Member {
-                    backend: b.backend.clone(),
-                    state: Arc::clone(&b.state),
-                    weight: u32::try_from(b.backend.weight).unwrap_or(1),
-                })
-                .collect()
-        };
-        let mut members = eligible(false);
-        if members.is_empty() {
-            members = eligible(true);
+    /// This upstream with `backends` as its members, selecting over those that are healthy,
+    /// enabled and not `ejected`.
+    pub fn with_backends(&self, backends: Vec<UpstreamBackend>, ejected: Ejected<'_>) -> Self {
+        Upstream {
+            name: Arc::clone(&self.name),
+            label_id: self.label_id,
+            factory: Arc::clone(&self.factory),
+            key: self.key.clone(),
+            selector: select(&backends, self.factory.as_ref(), ejected),
+            ejected: backends.iter().filter(|b| ejected(b.addr())).count(),
+            backends: backends.into_boxed_slice(),
+            conn: Arc::clone(&self.conn),
+            retry: Arc::clone(&self.retry),
+            health: self.health.clone(),
         }
-        self.selector
-            .store(Arc::new(Selector::new(members, self.factory.as_ref())));
+    }
+
+    /// The same members, eligibility computed again.
+    pub fn reselect(&self, ejected: Ejected<'_>) -> Self {
+        self.with_backends(self.backends.to_vec(), ejected)
+    }
+
+    /// With `b` added; `None` when its address is already a member.
+    pub fn with_added(&self, b: UpstreamBackend, ejected: Ejected<'_>) -> Option<Self> {
+        if self.contains(b.addr()) {
+            return None;
+        }
+        let mut all = self.backends.to_vec();
+        all.push(b);
+        Some(self.with_backends(all, ejected))
+    }
+
+    /// With the backend at `addr` removed; `None` when it is not a member.
+    pub fn with_removed(&self, addr: SocketAddr, ejected: Ejected<'_>) -> Option<Self> {
+        if !self.contains(addr) {
+            return None;
+        }
+        let rest = self
+            .backends
+            .iter()
+            .filter(|b| b.addr() != addr)
+            .cloned()
+            .collect();
+        Some(self.with_backends(rest, ejected))
     }
 
     /// Which part of the request the strategy hashes, if any.
@@ -217,16 +210,15 @@ impl Upstream {
         self.key.as_ref()
     }
 
-    /// Choose a backend that `accept` allows. Members that became unavailable since the last
-    /// rebuild are skipped too.
+    /// Choose a backend that `accept` allows. Members that became unavailable since the
+    /// selector was built are skipped too.
     #[inline]
     pub fn pick(
         &self,
         req: &PickRequest,
         accept: impl Fn(&BackendState) -> bool,
     ) -> Option<Arc<BackendState>> {
-        let selector = self.selector.load();
-        selector
+        self.selector
             .pick(req, |m| m.state.is_available() && accept(&m.state))
             .map(|m| Arc::clone(&m.state))
     }
@@ -247,30 +239,22 @@ impl Upstream {
     /// Number of configured backends (primary and backup).
     #[inline]
     pub fn size(&self) -> usize {
-        self.size.load(Relaxed)
+        self.backends.len()
     }
 
     /// The configured backends (primary and backup).
-    pub fn backends(&self) -> Vec<UpstreamBackend> {
-        self.backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn backends(&self) -> &[UpstreamBackend] {
+        &self.backends
     }
 
     /// Whether `addr` is one of this upstream's backends.
     pub fn contains(&self, addr: SocketAddr) -> bool {
-        self.backends
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|b| b.addr() == addr)
+        self.backends.iter().any(|b| b.addr() == addr)
     }
 
-    /// The members the selector currently balances over.
+    /// The members the selector balances over.
     pub fn eligible(&self) -> Vec<SocketAddr> {
         self.selector
-            .load()
             .members()
             .iter()
             .map(|m| m.state.addr())
@@ -298,37 +282,51 @@ impl Upstream {
         }
     }
 
-    /// Add a backend (no-op returning false when the address is already a member).
-    pub fn add_backend(&self, b: UpstreamBackend) -> bool {
-        {
-            let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-            if backends.iter().any(|x| x.addr() == b.addr()) {
-                return false;
-            }
-            backends.push(b);
-            self.size.store(backends.len(), Relaxed);
+    /// Why no backend may serve, for the 503 (computed only when it is needed).
+    pub fn why_none(&self) -> String {
+        if self.backends.is_empty() {
+            return format!("upstream {} has no backends", self.name);
         }
-        self.rebuild();
-        true
-    }
-
-    /// Remove the backend at `addr`; false when it is not a member.
-    pub fn remove_backend(&self, addr: SocketAddr) -> bool {
-        {
-            let mut backends = self.backends.lock().unwrap_or_else(|p| p.into_inner());
-            let before = backends.len();
-            backends.retain(|x| x.addr() != addr);
-            if backends.len() == before {
-                return false;
-            }
-            self.size.store(backends.len(), Relaxed);
-        }
-        self.rebuild();
-        true
+        let count = |f: &dyn Fn(&BackendState) -> bool| {
+            self.backends.iter().filter(|b| f(&b.state)).count()
+        };
+        format!(
+            "no backend of upstream {} may serve ({} configured: {} unhealthy, {} draining, {} ejected by an open circuit)",
+            self.name,
+            self.backends.len(),
+            count(&|s| !s.is_healthy()),
+            count(&|s| !s.is_enabled()),
+            self.ejected,
+        )
     }
 
     /// The strategy's registered name.
     pub fn strategy(&self) -> &'static str {
         self.factory.name()
     }
+}
+
+/// Who may serve is decided here, before any pick: healthy, enabled and not ejected
+/// primaries; while none is, the backups that are.
+fn select(
+    backends: &[UpstreamBackend],
+    factory: &dyn StrategyFactory,
+    ejected: Ejected<'_>,
+) -> Selector {
+    let eligible = |backup: bool| -> Vec<Member> {
+        backends
+            .iter()
+            .filter(|b| b.backup == backup && b.state.is_available() && !ejected(b.addr()))
+            .map(|b| Member {
+                backend: b.backend.clone(),
+                state: Arc::clone(&b.state),
+                weight: u32::try_from(b.backend.weight).unwrap_or(1),
+            })
+            .collect()
+    };
+    let mut members = eligible(false);
+    if members.is_empty() {
+        members = eligible(true);
+    }
+    Selector::new(members, factory)
 }

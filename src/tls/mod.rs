@@ -1,9 +1,12 @@
 //! TLS: certificates for HTTPS listeners (chosen by SNI, reloadable) and CA bundles for
 //! upstream verification. Every file problem is a config error with its key path.
 
+pub mod upstream;
+
+pub use upstream::UpstreamTls;
+
 use crate::config::model::CertConfig;
 use crate::config::PathError;
-use crate::gateway::Gateway;
 use async_trait::async_trait;
 use pingora::listeners::TlsAccept;
 use pingora::tls::ext::{ssl_add_chain_cert, ssl_use_certificate, ssl_use_private_key};
@@ -157,18 +160,24 @@ pub fn load_ca(path: &str) -> Result<Arc<Box<[X509]>>, String> {
     Ok(Arc::new(certs.into_boxed_slice()))
 }
 
+/// Where the live certificates of a listener are found (the gateway's current config).
+pub trait CertSource: Send + Sync {
+    /// The certificates of listener `listener` in the live config.
+    fn certificates(&self, listener: &str) -> Option<Arc<CertStore>>;
+}
+
 /// Picks the certificate of each TLS handshake from the live config, so certificates are
 /// replaced by a reload.
 pub struct SniCertificates {
-    gateway: Arc<Gateway>,
+    source: Arc<dyn CertSource>,
     listener: String,
 }
 
 impl SniCertificates {
     /// The resolver of listener `listener`.
-    pub fn new(gateway: Arc<Gateway>, listener: &str) -> Self {
+    pub fn new(source: Arc<dyn CertSource>, listener: &str) -> Self {
         SniCertificates {
-            gateway,
+            source,
             listener: listener.to_string(),
         }
     }
@@ -177,8 +186,7 @@ impl SniCertificates {
 #[async_trait]
 impl TlsAccept for SniCertificates {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
-        let snapshot = self.gateway.snapshot();
-        let Some(store) = snapshot.certificates.get(&self.listener) else {
+        let Some(store) = self.source.certificates(&self.listener) else {
             log::error!(
                 "listener {}: no certificates in the live config",
                 self.listener

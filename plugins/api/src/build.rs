@@ -7,7 +7,9 @@ use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A problem in a filter's config, at a key path relative to the filter's entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +196,24 @@ impl PersistentStore {
     }
 }
 
+/// Takes a backend out of an upstream's rotation: the gateway's control plane, which
+/// publishes a member list without it. A filter that judges backends (a circuit breaker, an
+/// outlier detector) reports here, so the strategy balances over the backends that may serve
+/// instead of having its picks vetoed one request at a time.
+pub trait Ejector: Send + Sync {
+    /// Leave `backend` out of `upstream`'s members for `duration`; it rejoins by itself once
+    /// that has passed. A later call replaces the time left.
+    fn eject(&self, upstream: &str, backend: SocketAddr, duration: Duration);
+}
+
+/// An [`Ejector`] that does nothing (`-t`, tests that do not look).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEjector;
+
+impl Ejector for NoEjector {
+    fn eject(&self, _: &str, _: SocketAddr, _: Duration) {}
+}
+
 /// What a factory gets besides its config.
 pub struct BuildContext<'a> {
     scope: Scope<'a>,
@@ -201,6 +221,7 @@ pub struct BuildContext<'a> {
     metrics: &'a SharedMetrics,
     persistent: &'a PersistentStore,
     generation: u64,
+    ejector: Arc<dyn Ejector>,
 }
 
 impl<'a> BuildContext<'a> {
@@ -218,7 +239,19 @@ impl<'a> BuildContext<'a> {
             metrics,
             persistent,
             generation,
+            ejector: Arc::new(NoEjector),
         }
+    }
+
+    /// Report ejections to `ejector` (the gateway passes its control plane).
+    pub fn with_ejector(mut self, ejector: Arc<dyn Ejector>) -> Self {
+        self.ejector = ejector;
+        self
+    }
+
+    /// Where to report that a backend should leave its upstream's rotation for a while.
+    pub fn ejector(&self) -> Arc<dyn Ejector> {
+        Arc::clone(&self.ejector)
     }
 
     /// Global chain or which route.

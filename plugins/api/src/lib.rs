@@ -41,7 +41,7 @@ pub mod request;
 pub mod testing;
 pub mod window;
 
-pub use build::{BuildContext, FilterError, FilterFactory, FilterRegistry, Scope};
+pub use build::{BuildContext, Ejector, FilterError, FilterFactory, FilterRegistry, Scope};
 pub use duration::Dur;
 pub use headers::HeaderEdit;
 pub use outcome::{AttemptError, Outcome};

@@ -10,10 +10,12 @@
 //! # let _ = cx;
 //! ```
 
-use crate::build::{BuildContext, PersistentStore, Scope, SharedMetrics};
+use crate::build::{BuildContext, Ejector, PersistentStore, Scope, SharedMetrics};
 use crate::RequestView;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// An owned request to build [`RequestView`]s from.
 #[derive(Debug, Clone)]
@@ -75,6 +77,21 @@ pub struct TestEnv {
     registry: prometheus::Registry,
     persistent: PersistentStore,
     upstreams: Vec<&'static str>,
+    ejections: Arc<Ejections>,
+}
+
+/// Records every ejection a filter reports.
+#[derive(Debug, Default)]
+pub struct Ejections(Mutex<Vec<(String, SocketAddr, Duration)>>);
+
+impl Ejector for Ejections {
+    fn eject(&self, upstream: &str, backend: SocketAddr, duration: Duration) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((
+            upstream.to_string(),
+            backend,
+            duration,
+        ));
+    }
 }
 
 impl TestEnv {
@@ -86,6 +103,7 @@ impl TestEnv {
             registry,
             persistent: PersistentStore::default(),
             upstreams: upstreams.to_vec(),
+            ejections: Arc::default(),
         }
     }
 
@@ -97,6 +115,17 @@ impl TestEnv {
             Scope::Route(route)
         };
         BuildContext::new(scope, &self.upstreams, &self.metrics, &self.persistent, 1)
+            .with_ejector(Arc::clone(&self.ejections) as Arc<dyn Ejector>)
+    }
+
+    /// The ejections filters built from this environment reported: (upstream, backend,
+    /// duration), oldest first.
+    pub fn ejections(&self) -> Vec<(String, SocketAddr, Duration)> {
+        self.ejections
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The Prometheus registry the filters registered their metrics in.

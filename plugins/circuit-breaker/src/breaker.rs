@@ -138,6 +138,11 @@ impl Breaker {
         &self.upstream
     }
 
+    /// How long the circuit stays open from `now` (zero when the open period is over).
+    pub fn open_remaining(&self, now: u64) -> Duration {
+        Duration::from_nanos(self.open_until.load(Relaxed).saturating_sub(now))
+    }
+
     /// Current state.
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Relaxed))

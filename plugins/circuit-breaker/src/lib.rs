@@ -14,7 +14,11 @@
 //! ```
 //!
 //! Failures are connect errors, timeouts and the configured statuses; a 4xx is never a failure.
-//! Open backends are skipped in selection. When the open period ends the breaker turns
+//! An open circuit takes the backend out of its upstream's rotation (the gateway's control
+//! plane publishes a member list without it, for every route of that upstream, as Envoy's
+//! outlier detection does), so the strategy balances over the others: a backend's outage
+//! spreads its share evenly instead of doubling one neighbour's. When the open period ends
+//! the backend rejoins and the breaker turns
 //! half-open and lets `half_open_requests` probes through: if they all succeed it closes, if
 //! one fails it opens again for twice as long (capped). A trip that would open more than
 //! `max_ejection_percent` of an upstream (at least one backend) is refused, so the breaker
@@ -30,7 +34,9 @@ pub use breaker::{Breaker, BreakerPolicy, State};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use portcullis_plugin::build::parse_config;
-use portcullis_plugin::{BuildContext, Candidate, Dur, Filter, FilterError, Hooks, Outcome};
+use portcullis_plugin::{
+    BuildContext, Candidate, Dur, Ejector, Filter, FilterError, Hooks, Outcome,
+};
 use prometheus::{IntCounterVec, IntGaugeVec};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -157,6 +163,7 @@ pub struct CircuitBreaker {
     policy: BreakerPolicy,
     max_ejection_percent: u32,
     breakers: Arc<Breakers>,
+    ejector: Arc<dyn Ejector>,
     scope: String,
     state_gauge: IntGaugeVec,
     transitions: IntCounterVec,
@@ -244,6 +251,7 @@ impl CircuitBreaker {
             },
             max_ejection_percent: c.max_ejection_percent,
             breakers,
+            ejector: cx.ejector(),
             scope,
             state_gauge,
             transitions,
@@ -308,6 +316,9 @@ impl Filter for CircuitBreaker {
         let cap = self.ejection_cap(o.upstream_size.max(1));
         let room = || self.breakers.ejected_in(o.upstream) < cap;
         if let Some((from, to, why)) = b.record(&self.policy, failed, now, room) {
+            if to == State::Open {
+                self.ejector.eject(o.upstream, addr, b.open_remaining(now));
+            }
             self.report(addr, from, to, &why);
         }
     }

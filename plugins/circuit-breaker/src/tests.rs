@@ -157,6 +157,17 @@ fn filter_skips_open_backends_never_counts_4xx_and_caps_ejection() {
     feed(&f, outcome(a, 503, None), 3);
     feed(&f, outcome(a, 0, Some(AttemptError::Connect)), 3);
     assert!(!accept(a), "opened after 2 failures");
+    let ejected = env.ejections();
+    assert_eq!(ejected.len(), 1, "{ejected:?}");
+    assert_eq!(
+        (ejected[0].0.as_str(), ejected[0].1),
+        ("pool", candidate(a))
+    );
+    assert!(
+        ejected[0].2 > Duration::from_secs(4) && ejected[0].2 <= Duration::from_secs(5),
+        "ejected for the open period: {:?}",
+        ejected[0].2
+    );
     assert_eq!(
         f.describe_backend(candidate(a)),
         Some(("circuit", "open".into()))
@@ -166,6 +177,7 @@ fn filter_skips_open_backends_never_counts_4xx_and_caps_ejection() {
         feed(&f, outcome(b, 500, None), 3);
     }
     assert!(accept(b), "ejection cap reached");
+    assert_eq!(env.ejections().len(), 1, "b was not ejected");
     assert_eq!(
         env.metric("portcullis_circuit_breaker_state", &[("backend", a)]),
         1.0

@@ -1,0 +1,273 @@
+//! The control plane's state and how each command changes the published snapshot.
+
+use super::AdminChange;
+use crate::admin::overlay::Overlay;
+use crate::config::ConfigErrors;
+use crate::gateway::{compile_file, keep_sockets, Gateway, ReloadStatus};
+use crate::runtime::compile::resolve_backend_addr;
+use crate::runtime::{Snapshot, Upstream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why an admin change was refused: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRefusal {
+    /// 400, 404, 409...
+    pub status: u16,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl AdminRefusal {
+    /// A refusal with `status`.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        AdminRefusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Longest ejection honoured (a filter asking for more gets this).
+const MAX_EJECTION: Duration = Duration::from_secs(3600);
+
+/// Everything only the control plane changes.
+pub struct Writer {
+    gw: Arc<Gateway>,
+    overlay: Overlay,
+    /// Backends out of rotation until a deadline, by (upstream, address).
+    ejected: HashMap<(Arc<str>, SocketAddr), Instant>,
+}
+
+impl Writer {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        Writer {
+            gw,
+            overlay: Overlay::default(),
+            ejected: HashMap::new(),
+        }
+    }
+
+    fn is_ejected(&self, upstream: &Arc<str>, addr: SocketAddr) -> bool {
+        self.ejected.contains_key(&(Arc::clone(upstream), addr))
+    }
+
+    /// Publish the live config with each upstream replaced by `change(upstream)` where that
+    /// returns one. Returns whether anything changed.
+    fn republish(&self, mut change: impl FnMut(&Upstream) -> Option<Upstream>) -> bool {
+        let current = self.gw.snapshot();
+        let mut changed = false;
+        let upstreams = current
+            .upstreams
+            .iter()
+            .map(|u| match change(u) {
+                Some(next) => {
+                    changed = true;
+                    Arc::new(next)
+                }
+                None => Arc::clone(u),
+            })
+            .collect();
+        if changed {
+            self.gw.publish_members(current.with_upstreams(upstreams));
+        }
+        changed
+    }
+
+    /// Eligibility of every upstream holding `addr` is computed again.
+    fn reselect_holding(&self, addr: SocketAddr) {
+        self.republish(|u| {
+            u.contains(addr)
+                .then(|| u.reselect(&|a| self.is_ejected(&u.name, a)))
+        });
+    }
+
+    pub fn health_changed(&self, addr: SocketAddr) {
+        self.reselect_holding(addr);
+    }
+
+    pub fn eject(&mut self, upstream: &str, addr: SocketAddr, duration: Duration) {
+        let name: Arc<str> = upstream.into();
+        let until = Instant::now() + duration.min(MAX_EJECTION);
+        let known = self
+            .gw
+            .snapshot()
+            .upstream(upstream)
+            .is_some_and(|u| u.contains(addr));
+        if !known || duration.is_zero() {
+            return;
+        }
+        log::info!("backend {addr} of upstream {upstream} leaves rotation for {duration:?}");
+        self.ejected.insert((Arc::clone(&name), addr), until);
+        self.republish(|u| (u.name == name).then(|| u.reselect(&|a| self.is_ejected(&u.name, a))));
+    }
+
+    /// When the next ejection ends.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.ejected.values().min().copied()
+    }
+
+    /// End the ejections whose time is up.
+    pub fn expire(&mut self, now: Instant) {
+        let before = self.ejected.len();
+        let mut ended: Vec<Arc<str>> = Vec::new();
+        self.ejected.retain(|(u, addr), until| {
+            let keep = *until > now;
+            if !keep {
+                log::info!("backend {addr} of upstream {u} rejoins rotation");
+                ended.push(Arc::clone(u));
+            }
+            keep
+        });
+        if self.ejected.len() != before {
+            self.republish(|u| {
+                ended
+                    .contains(&u.name)
+                    .then(|| u.reselect(&|a| self.is_ejected(&u.name, a)))
+            });
+        }
+    }
+
+    pub fn admin(&mut self, change: AdminChange) -> Result<(), AdminRefusal> {
+        let snapshot = self.gw.snapshot();
+        let name = match &change {
+            AdminChange::Add { upstream, .. }
+            | AdminChange::Remove { upstream, .. }
+            | AdminChange::SetEnabled { upstream, .. } => upstream.clone(),
+        };
+        let Some(up) = snapshot.upstream(&name).cloned() else {
+            return Err(AdminRefusal::new(404, format!("no upstream `{name}`")));
+        };
+        let ejected = |a| self.is_ejected(&up.name, a);
+        match change {
+            AdminChange::Add {
+                address, backend, ..
+            } => {
+                let addr = resolve_backend_addr(&address).map_err(|e| AdminRefusal::new(400, e))?;
+                let member = Overlay::backend(self.gw.store(), addr, &backend);
+                let Some(next) = up.with_added(member, &ejected) else {
+                    return Err(AdminRefusal::new(
+                        409,
+                        format!("{addr} is already a backend of `{name}`"),
+                    ));
+                };
+                self.overlay.add(&name, addr, backend);
+                self.replace(&up, next);
+                log::info!("admin: added backend {addr} to upstream {name}");
+            }
+            AdminChange::Remove { addr, .. } => {
+                let Some(next) = up.with_removed(addr, &ejected) else {
+                    return Err(not_member(addr, &name));
+                };
+                self.overlay.remove(&name, addr);
+                self.replace(&up, next);
+                log::info!("admin: removed backend {addr} from upstream {name}");
+            }
+            AdminChange::SetEnabled { addr, enabled, .. } => {
+                let Some(b) = up.backends().iter().find(|b| b.addr() == addr) else {
+                    return Err(not_member(addr, &name));
+                };
+                self.overlay.set_drained(addr, !enabled);
+                if b.state.set_enabled(enabled) {
+                    self.reselect_holding(addr);
+                    let what = if enabled { "enabled" } else { "draining" };
+                    log::info!("admin: backend {addr} {what}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replace(&self, old: &Arc<Upstream>, next: Upstream) {
+        let mut next = Some(next);
+        self.republish(|u| {
+            if std::ptr::eq(u, &**old) {
+                next.take()
+            } else {
+                None
+            }
+        });
+    }
+
+    /// Re-read the config file and, if it is valid, make it live with every admin change and
+    /// ejection applied; otherwise keep serving the current config and report why. Listener
+    /// addresses cannot change without new sockets: such changes are logged and left for a
+    /// graceful upgrade.
+    pub fn reload(&mut self, trigger: &str) -> Result<u64, ConfigErrors> {
+        let gw = Arc::clone(&self.gw);
+        let current = gw.snapshot();
+        let generation = current.generation + 1;
+        let plugins = gw.plugins();
+        let result = compile_file(
+            gw.config_path(),
+            gw.store(),
+            gw.metrics(),
+            plugins,
+            generation,
+        );
+        let mut status = ReloadStatus {
+            at: Some(SystemTime::now()),
+            trigger: trigger.to_string(),
+            ..Default::default()
+        };
+        let outcome = match result {
+            Ok(next) => {
+                let notes = self.go_live(&current, next, trigger);
+                status.ok = true;
+                status.messages = notes;
+                Ok(generation)
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    log::error!("reload ({trigger}) rejected: {e}");
+                }
+                log::error!(
+                    "reload ({trigger}): keeping generation {} ({} problem(s) in {})",
+                    current.generation,
+                    errors.0.len(),
+                    gw.config_path().display()
+                );
+                gw.metrics().count_reload(false);
+                status.messages = errors.iter().map(|e| e.to_string()).collect();
+                Err(errors)
+            }
+        };
+        gw.set_last_reload(status);
+        outcome
+    }
+
+    /// Install a compiled config: sockets kept, admin changes and ejections applied.
+    fn go_live(&mut self, current: &Snapshot, mut next: Snapshot, trigger: &str) -> Vec<String> {
+        let notes = match next.compiled_mut() {
+            Some(c) => keep_sockets(current, c),
+            None => Vec::new(),
+        };
+        for n in &notes {
+            log::warn!("reload ({trigger}): {n}");
+        }
+        let known: Vec<Arc<str>> = next.upstreams.iter().map(|u| Arc::clone(&u.name)).collect();
+        self.ejected.retain(|(u, _), _| known.contains(u));
+        let members = self.overlay.apply(&next, self.gw.store());
+        let upstreams = next
+            .upstreams
+            .iter()
+            .zip(members)
+            .map(|(u, m)| Arc::new(u.with_backends(m, &|a| self.is_ejected(&u.name, a))))
+            .collect();
+        let next = next.with_upstreams(upstreams);
+        let generation = next.generation;
+        self.gw.install(next);
+        self.gw.metrics().count_reload(true);
+        log::info!(
+            "reload ({trigger}): {} is live as generation {generation}",
+            self.gw.config_path().display()
+        );
+        notes
+    }
+}
+
+fn not_member(addr: SocketAddr, upstream: &str) -> AdminRefusal {
+    AdminRefusal::new(404, format!("{addr} is not a backend of `{upstream}`"))
+}
