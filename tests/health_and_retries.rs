@@ -199,6 +199,81 @@ upstreams:
     assert_eq!(errors, retries, "each refused connection was retried");
 }
 
+/// A POST whose connection was refused was never sent: it is retried on another backend,
+/// and reaches a backend exactly once. A POST that was sent is never retried (below).
+#[test]
+fn a_post_that_was_never_sent_is_retried_once_elsewhere() {
+    let b = Backends::start(&["live"]);
+    let dead_port = DeadPort::new();
+    let dead = dead_port.port;
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+metrics: {{ address: "{{metrics}}" }}
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    strategy: round_robin
+    retry: {{ budget: off }}
+    backends: [{{ address: "127.0.0.1:{dead}" }}, {{ address: "{live}" }}]
+"#,
+        live = b.addr(0)
+    ));
+    let c = client();
+    for i in 0..40 {
+        let r = c
+            .post(gw.url("/"))
+            .body(format!("order {i}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "POST {i}");
+    }
+    assert_eq!(b.requests(0), 40, "each POST reached the live backend once");
+    let retries = gw.metric_sum("portcullis_upstream_retries_total", &[]);
+    assert!(retries >= 15.0, "the refused half was retried: {retries}");
+}
+
+/// A POST that failed after it was sent (the backend took it and timed out) is not retried:
+/// the backend may have acted on it.
+#[test]
+fn a_post_that_was_sent_is_not_retried() {
+    let b = Backends::start(&["slow", "other"]);
+    b.state(0).set_delay(Duration::from_secs(3));
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    strategy: round_robin
+    timeouts: {{ read: 300ms }}
+    retry: {{ budget: off }}
+    backends: [{{ address: "{a}" }}, {{ address: "{b}" }}]
+"#,
+        a = b.addr(0),
+        b = b.addr(1)
+    ));
+    let c = client();
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            c.post(gw.url("/"))
+                .body("x")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 504).count(),
+        2,
+        "the POSTs sent to the slow backend time out and stay failed: {statuses:?}"
+    );
+    assert_eq!(b.arrivals(0) + b.arrivals(1), 4, "no POST was sent twice");
+}
+
 #[test]
 fn non_idempotent_requests_are_not_retried() {
     let b = Backends::start(&["live"]);

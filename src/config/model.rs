@@ -485,8 +485,9 @@ impl Default for KeepaliveConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
-    /// Extra attempts after the first, each on a different backend. Only idempotent requests
-    /// (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are retried. Default: 2.
+    /// Extra attempts after the first, each on a different backend. A request whose connection
+    /// failed was never sent and may be retried whatever its method; after a timeout only
+    /// idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) are. Default: 2.
     pub attempts: u32,
     /// Wait before each retry: a random time in `[0, min(max, base * 2^n))` ("full jitter").
     /// Default: `{ base: 25ms, max: 250ms }`; `off` retries at once.

@@ -85,14 +85,16 @@ const NO_LABEL: (u32, &str) = (u32::MAX, "");
 
 impl Proxy {
     /// Count a failed attempt against the current backend, report it to the outcome filters,
-    /// and allow a retry elsewhere when the request is idempotent and the upstream's retry
-    /// count and budget allow it.
+    /// and allow a retry elsewhere when the upstream's retry count and budget allow it and
+    /// the request is idempotent or was never sent (`sent: false`: the connection failed, so
+    /// no byte of it reached the backend; nginx's `proxy_next_upstream error` does the same).
     fn attempt_failed(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
         e: &mut Error,
         kind: AttemptError,
+        sent: bool,
     ) {
         let Some(up) = upstream_of(ctx).cloned() else {
             return;
@@ -107,7 +109,8 @@ impl Proxy {
             }
         }
         let mut retry = false;
-        if ctx.retries < up.retry.attempts && session.req_header().method.is_idempotent() {
+        let replayable = !sent || session.req_header().method.is_idempotent();
+        if ctx.retries < up.retry.attempts && replayable {
             if up.retry.try_spend(now) {
                 ctx.retries += 1;
                 retry = true;
@@ -309,7 +312,7 @@ impl ProxyHttp for Proxy {
         } else {
             AttemptError::Connect
         };
-        self.attempt_failed(session, ctx, &mut e, kind);
+        self.attempt_failed(session, ctx, &mut e, kind, false);
         e
     }
 
@@ -332,7 +335,7 @@ impl ProxyHttp for Proxy {
         ) {
             // No response byte yet: the backend is slow. Count it and try another one.
             ctx.local = Some(LocalReason::Timeout);
-            self.attempt_failed(session, ctx, &mut e, AttemptError::Timeout);
+            self.attempt_failed(session, ctx, &mut e, AttemptError::Timeout, true);
         } else {
             // A pooled connection may have been closed by the backend: Pingora retries such
             // errors on a fresh connection, and we keep the same backend for it.
