@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 /// Largest backend weight.
 pub const MAX_WEIGHT: u32 = 1000;
-/// Largest retry count.
-pub const MAX_RETRIES: u32 = 10;
+pub use super::retry::MAX_RETRIES;
 
 /// What compiled objects are attached to.
 pub struct CompileContext<'a> {

@@ -5,6 +5,9 @@ use crate::config::PathError;
 use portcullis_plugin::window::SecondsWindow;
 use std::time::Duration;
 
+/// Largest retry count.
+pub const MAX_RETRIES: u32 = 10;
+
 /// A compiled retry policy.
 #[derive(Debug)]
 pub struct RetryPolicy {
@@ -18,14 +21,10 @@ impl RetryPolicy {
     /// Compile the `retry` section (errors relative to it).
     pub fn compile(c: &RetryConfig) -> Result<Self, Vec<PathError>> {
         let mut errors = Vec::new();
-        if c.attempts > super::compile::MAX_RETRIES {
+        if c.attempts > MAX_RETRIES {
             errors.push(PathError::at(
                 "attempts",
-                format!(
-                    "must be between 0 and {}, got {}",
-                    super::compile::MAX_RETRIES,
-                    c.attempts
-                ),
+                format!("must be between 0 and {}, got {}", MAX_RETRIES, c.attempts),
             ));
         }
         if let Some(BackoffConfig { base, max }) = &c.backoff {
