@@ -2,7 +2,7 @@
 //! metrics. Only the control plane ([`crate::control`]) publishes snapshots; everything here
 //! that changes state is called from its thread.
 
-use crate::balance::{BackendState, StateStore};
+use crate::balance::{BackendState, StateStore, StrategyRegistry};
 use crate::config::{self, ConfigErrors};
 use crate::observe::metrics::BackendSource;
 use crate::observe::Metrics;
@@ -42,10 +42,32 @@ pub struct ReloadStatus {
     pub messages: Vec<String>,
 }
 
-/// What filters are built with: the registry, their metrics, their persistent state.
+/// What a binary can extend: the filters and the strategies a config may name.
+#[derive(Debug, Clone)]
+pub struct Extensions {
+    /// Filter factories by name.
+    pub filters: FilterRegistry,
+    /// Strategy builders by name.
+    pub strategies: StrategyRegistry,
+}
+
+impl Extensions {
+    /// The built-in filters and strategies.
+    pub fn builtin() -> Self {
+        Extensions {
+            filters: crate::filters::builtin(),
+            strategies: StrategyRegistry::builtin(),
+        }
+    }
+}
+
+/// What filters and strategies are built with: the registries, the filters' metrics and
+/// persistent state.
 pub struct Plugins {
     /// Filter factories by name.
     pub registry: FilterRegistry,
+    /// Strategy builders by name.
+    pub strategies: StrategyRegistry,
     /// Get-or-register metrics for filters (in the gateway's registry).
     pub metrics: SharedMetrics,
     /// Filter state that survives reloads.
@@ -55,11 +77,12 @@ pub struct Plugins {
 }
 
 impl Plugins {
-    /// Filters of `registry`, registering their metrics in `metrics`, with empty persistent
-    /// state, reporting ejections to `ejector`.
-    pub fn new(registry: FilterRegistry, metrics: &Metrics, ejector: Arc<dyn Ejector>) -> Self {
+    /// The filters and strategies of `ext`, filters registering their metrics in `metrics`,
+    /// with empty persistent state, reporting ejections to `ejector`.
+    pub fn new(ext: Extensions, metrics: &Metrics, ejector: Arc<dyn Ejector>) -> Self {
         Plugins {
-            registry,
+            registry: ext.filters,
+            strategies: ext.strategies,
             metrics: SharedMetrics::new(metrics.registry().clone()),
             persistent: PersistentStore::default(),
             ejector,
@@ -68,16 +91,16 @@ impl Plugins {
 }
 
 impl Gateway {
-    /// Read, check and compile the config file with the filters of `registry`; nothing is
-    /// started. Filters report ejections to `ejector` (the control plane's handle).
+    /// Read, check and compile the config file with the filters and strategies of `ext`;
+    /// nothing is started. Filters report ejections to `ejector` (the control plane's handle).
     pub fn load(
         path: &Path,
-        registry: FilterRegistry,
+        ext: Extensions,
         ejector: Arc<dyn Ejector>,
     ) -> Result<Arc<Self>, ConfigErrors> {
         let store = StateStore::new();
         let metrics = Metrics::new();
-        let plugins = Plugins::new(registry, &metrics, ejector);
+        let plugins = Plugins::new(ext, &metrics, ejector);
         let snapshot = compile_file(path, &store, &metrics, &plugins, 1)?;
         plugins.persistent.retain_generation(1);
         metrics.config_generation.set(1);
@@ -228,7 +251,7 @@ pub fn keep_sockets(current: &Compiled, next: &mut Compiled) -> Vec<String> {
 pub fn compile_text(name: &Path, text: &str) -> Result<Snapshot, ConfigErrors> {
     let store = StateStore::new();
     let metrics = Metrics::new();
-    let plugins = Plugins::new(crate::filters::builtin(), &metrics, Arc::new(NoEjector));
+    let plugins = Plugins::new(Extensions::builtin(), &metrics, Arc::new(NoEjector));
     let parsed = config::parse_str(name, text)?;
     compile_parsed(parsed, &store, &metrics, &plugins, 1)
 }
@@ -265,6 +288,7 @@ fn compile_parsed(
         plugin_metrics: &plugins.metrics,
         persistent: &plugins.persistent,
         ejector: &plugins.ejector,
+        strategies: &plugins.strategies,
     };
     compile(&cfg, &cx).map_err(|errs| source.locate(errs))
 }

@@ -36,10 +36,18 @@ pub use portcullis_plugin as plugin;
 /// std::process::exit(portcullis::run(filters));
 /// ```
 pub fn run(filters: plugin::FilterRegistry) -> i32 {
+    run_with(gateway::Extensions {
+        filters,
+        strategies: balance::StrategyRegistry::builtin(),
+    })
+}
+
+/// Run the daemon with the filters and strategies of `ext` (see `examples/custom_gateway.rs`).
+pub fn run_with(ext: gateway::Extensions) -> i32 {
     use clap::Parser;
     let cli = cli::Cli::parse();
     init_logging();
-    server::run(cli, filters)
+    server::run(cli, ext)
 }
 
 /// Log to stderr, `info` and above unless `RUST_LOG` says otherwise.

@@ -280,10 +280,10 @@ fn maintain_filters(snapshot: &crate::runtime::Snapshot) {
 
 /// Run the daemon for a parsed command line. Returns the process exit code (it returns at
 /// all only for `-t` and for configuration errors; otherwise the server runs until stopped).
-pub fn run(cli: Cli, filters: portcullis_plugin::FilterRegistry) -> i32 {
+pub fn run(cli: Cli, ext: crate::gateway::Extensions) -> i32 {
     let (control, queue) = control::channel();
     let ejector: Arc<dyn portcullis_plugin::Ejector> = Arc::new(control.clone());
-    let gateway = match Gateway::load(&cli.conf, filters, ejector) {
+    let gateway = match Gateway::load(&cli.conf, ext, ejector) {
         Ok(gw) => gw,
         Err(errors) => {
             for e in errors.iter() {

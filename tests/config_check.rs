@@ -31,7 +31,7 @@ fn broken_files_fail_and_name_file_line_and_key_path() {
         ("unknown key", "        wieght: 2\n", "FILE:12: upstreams[0].backends[0].wieght: unknown field `wieght`, expected one of `address`, `weight`, `backup`"),
         ("weight 0", "        weight: 0\n", "FILE:12: upstreams[0].backends[0].weight: weight must be between 1 and 1000, got 0"),
         ("bad address", "        weight: 2\n      - address: 300.1.1.1:80\n", "FILE:13: upstreams[0].backends[1].address: `300.1.1.1:80` is not a valid IP address and port"),
-        ("unknown strategy", "        weight: 2\n    strategy: fastest\n", "FILE:13: upstreams[0].strategy.kind: unknown strategy `fastest` (allowed: round_robin"),
+        ("unknown strategy", "        weight: 2\n    strategy: fastest\n", "FILE:13: upstreams[0].strategy.kind: unknown strategy `fastest` (allowed: adaptive, consistent_hash"),
         ("bad strategy param", "        weight: 2\n    strategy: { kind: least_conn, choise: all }\n", "FILE:13: upstreams[0].strategy.choise: unknown field `choise`"),
     ];
     // Each case replaces the last line of VALID (`        weight: 2`).

@@ -365,6 +365,44 @@ fn the_example_plugin_loads_from_yaml_in_a_custom_binary_and_acts() {
     );
 }
 
+/// A custom binary registers its own strategy as it registers filters: `priority` (in
+/// examples/custom_gateway.rs) sends everything to the first eligible backend in file order.
+#[test]
+fn a_custom_binary_registers_its_own_strategy() {
+    let b = Backends::start(&["a", "b", "c"]);
+    let yaml = route_config(
+        &b,
+        3,
+        "strategy: priority\n    health_check: { kind: http, path: /healthz, interval: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }",
+        "      - { kind: api_key, keys: [s3cret] }",
+    );
+    let gw = Gateway::start_binary(&example_binary("custom_gateway"), &yaml);
+    let c = client();
+    let ask = || {
+        let r = c
+            .get(gw.url("/"))
+            .header("x-api-key", "s3cret")
+            .send()
+            .unwrap();
+        r.text().unwrap().trim().to_string()
+    };
+    for _ in 0..20 {
+        assert_eq!(ask(), "a", "the first backend takes everything");
+    }
+    b.state(0).set_health_status(500);
+    assert!(
+        poll_until(Duration::from_secs(5), || ask() == "b"),
+        "the next one takes over when the first leaves the rotation"
+    );
+    for _ in 0..20 {
+        assert_eq!(ask(), "b");
+    }
+    // The stock binary does not know the strategy.
+    let (code, out) = check_config(&yaml.replace("      - { kind: api_key, keys: [s3cret] }", ""));
+    assert_ne!(code, 0);
+    assert!(out.contains("unknown strategy `priority`"), "{out}");
+}
+
 #[test]
 fn a_bad_filter_config_fails_the_check_and_names_the_route_filter_and_key() {
     let b = Backends::start(&["a"]);

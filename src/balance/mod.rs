@@ -5,7 +5,8 @@
 //! circuit) the [`Selector`] asks it to pick again among the rest ([`Strategy::repick`]). Strategies hold no per-backend state of
 //! their own: that lives in the [`StateStore`], so a rebuilt selector loses nothing.
 //!
-//! Adding a strategy is one file in `strategies/` and one line in [`registry::STRATEGIES`].
+//! Adding a strategy is one file in `strategies/` and one line in [`registry::STRATEGIES`]; a
+//! custom binary registers its own in a [`StrategyRegistry`].
 
 pub mod ewma;
 pub mod key;
@@ -16,7 +17,7 @@ pub mod state;
 pub mod strategies;
 
 pub use key::KeySource;
-pub use registry::{build_strategy, strategy_names};
+pub use registry::{build_strategy, StrategyBuilder, StrategyRegistry};
 pub use selector::{Selector, SelectorConfig, SelectorIter};
 pub use state::{now_ns, BackendState, InflightGuard, StateStore};
 

@@ -6,7 +6,7 @@ use super::retry::RetryPolicy;
 use super::router::{Matcher, Route, Router};
 use super::snapshot::{Compiled, ListenerSpec, Snapshot};
 use super::upstream::{Connection, Upstream, UpstreamTls};
-use crate::balance::{build_strategy, StateStore};
+use crate::balance::{StateStore, StrategyRegistry};
 use crate::config::model::{AccessLogConfig, Config, Protocol, UpstreamConfig};
 use crate::config::PathError;
 use crate::filters::chain::{build_filters, FilterChain};
@@ -40,6 +40,8 @@ pub struct CompileContext<'a> {
     pub persistent: &'a PersistentStore,
     /// Where filters report backends to take out of rotation (the control plane).
     pub ejector: &'a Arc<dyn Ejector>,
+    /// Strategy factories by name.
+    pub strategies: &'a StrategyRegistry,
 }
 
 /// Check `cfg` and build the runtime snapshot; on failure, every problem found.
@@ -58,7 +60,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
                 format!("duplicate upstream name `{}`", u.name),
             ));
         }
-        match compile_upstream(u, cx.store) {
+        match compile_upstream(u, cx.store, cx.strategies) {
             Ok(up) => upstreams.push(Arc::new(up)),
             Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&path))),
         }
@@ -350,7 +352,11 @@ pub fn resolve_backend_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
-fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, Vec<PathError>> {
+fn compile_upstream(
+    u: &UpstreamConfig,
+    store: &StateStore,
+    strategies: &StrategyRegistry,
+) -> Result<Upstream, Vec<PathError>> {
     let mut errors = Vec::new();
     if u.name.is_empty() {
         errors.push(PathError::at("name", "must not be empty"));
@@ -394,7 +400,8 @@ fn compile_upstream(u: &UpstreamConfig, store: &StateStore) -> Result<Upstream, 
             Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),
         }
     }
-    let factory = build_strategy(&u.strategy.kind, &u.strategy.params)
+    let factory = strategies
+        .build(&u.strategy.kind, &u.strategy.params)
         .map_err(|e| errors.push(e.under("strategy")))
         .ok();
     let tls = u.tls.as_ref().and_then(|t| {

@@ -36,18 +36,25 @@
 pub mod build;
 pub mod duration;
 pub mod headers;
+pub mod hooks;
 pub mod outcome;
 pub mod request;
 pub mod testing;
 pub mod window;
 
 pub use build::{BuildContext, Ejector, FilterError, FilterFactory, FilterRegistry, Scope};
+
+// The crates whose types appear in this API, so a plugin uses the very versions the gateway
+// was built with instead of pinning them by hand.
+pub use async_trait::async_trait;
 pub use duration::Dur;
 pub use headers::HeaderEdit;
+pub use http;
 pub use outcome::{AttemptError, Outcome};
+pub use prometheus;
 pub use request::{Candidate, Decision, RequestState, RequestView, Response};
+pub use serde_yaml;
 
-use async_trait::async_trait;
 use std::net::SocketAddr;
 
 /// Which hooks a filter implements (a small bit set).
@@ -74,6 +81,36 @@ impl Hooks {
     pub const fn contains(self, other: Hooks) -> bool {
         self.0 & other.0 == other.0
     }
+
+    /// Whether no hook is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Each hook, with its constant's name and its method's.
+    pub const ALL: [(Hooks, &'static str, &'static str); 6] = [
+        (Hooks::REQUEST, "REQUEST", "on_request"),
+        (Hooks::CHOOSE_UPSTREAM, "CHOOSE_UPSTREAM", "choose_upstream"),
+        (Hooks::ACCEPT_BACKEND, "ACCEPT_BACKEND", "accept_backend"),
+        (
+            Hooks::UPSTREAM_REQUEST,
+            "UPSTREAM_REQUEST",
+            "on_upstream_request",
+        ),
+        (Hooks::RESPONSE, "RESPONSE", "on_response"),
+        (Hooks::OUTCOME, "OUTCOME", "on_outcome"),
+    ];
+
+    /// `on_request and on_outcome (Hooks::REQUEST | Hooks::OUTCOME)`, for messages.
+    pub fn describe(self) -> String {
+        let set: Vec<_> = Self::ALL
+            .iter()
+            .filter(|(h, ..)| self.contains(*h))
+            .collect();
+        let methods: Vec<&str> = set.iter().map(|(_, _, m)| *m).collect();
+        let consts: Vec<String> = set.iter().map(|(_, c, _)| format!("Hooks::{c}")).collect();
+        format!("{} ({})", methods.join(" and "), consts.join(" | "))
+    }
 }
 
 impl std::ops::BitOr for Hooks {
@@ -83,7 +120,9 @@ impl std::ops::BitOr for Hooks {
     }
 }
 
-/// A request filter. Implement the hooks you need, list them in [`Filter::hooks`].
+/// A request filter. Implement the hooks you need, list them in [`Filter::hooks`]. The gateway
+/// refuses a config whose filter implements a hook it does not list
+/// ([`hooks::undeclared_hooks`]); the test kit checks it too.
 ///
 /// All hooks run on the request path: avoid blocking, and prefer atomics to locks.
 #[async_trait]
@@ -93,6 +132,7 @@ pub trait Filter: Send + Sync + 'static {
 
     /// Inspect the request; return [`Decision::Respond`] to answer it without a backend.
     async fn on_request(&self, _req: &RequestView<'_>, _state: &mut RequestState) -> Decision {
+        hooks::default_ran(Hooks::REQUEST);
         Decision::Continue
     }
 
@@ -102,12 +142,14 @@ pub trait Filter: Send + Sync + 'static {
         _req: &RequestView<'_>,
         _state: &mut RequestState,
     ) -> Option<&'a str> {
+        hooks::default_ran(Hooks::CHOOSE_UPSTREAM);
         None
     }
 
     /// Whether `candidate` may serve this request. When every candidate is refused, the client
     /// gets `503`.
     fn accept_backend(&self, _candidate: &Candidate<'_>) -> bool {
+        hooks::default_ran(Hooks::ACCEPT_BACKEND);
         true
     }
 
@@ -118,6 +160,7 @@ pub trait Filter: Send + Sync + 'static {
         _headers: &mut dyn HeaderEdit,
         _state: &mut RequestState,
     ) {
+        hooks::default_ran(Hooks::UPSTREAM_REQUEST);
     }
 
     /// Change the headers of the response sent to the client (also for answers the gateway
@@ -129,11 +172,14 @@ pub trait Filter: Send + Sync + 'static {
         _headers: &mut dyn HeaderEdit,
         _state: &mut RequestState,
     ) {
+        hooks::default_ran(Hooks::RESPONSE);
     }
 
     /// Observe one attempt: called after each failed attempt and once at the end of every
     /// request (including requests that never reached a backend).
-    fn on_outcome(&self, _outcome: &Outcome<'_>) {}
+    fn on_outcome(&self, _outcome: &Outcome<'_>) {
+        hooks::default_ran(Hooks::OUTCOME);
+    }
 
     /// Housekeeping, called about once per second (evict idle keys, refresh gauges).
     fn maintain(&self) {}

@@ -155,3 +155,15 @@ impl TestEnv {
         sum
     }
 }
+
+/// Fail (panic) when `filter` implements a hook that its [`crate::Filter::hooks`] leaves out:
+/// the gateway would never call it, and refuses such a filter at config time. Call it in a
+/// plugin's tests on a built filter.
+pub fn assert_hooks_declared(filter: &dyn crate::Filter) {
+    let missing = crate::hooks::undeclared_hooks(filter);
+    assert!(
+        missing.is_empty(),
+        "the filter implements {} but hooks() leaves them out",
+        missing.describe()
+    );
+}

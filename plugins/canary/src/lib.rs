@@ -16,9 +16,9 @@
 //! response; then the weight. With `sticky`, a client assigned by weight gets a cookie naming
 //! its side (`canary` or `stable`) and keeps that side on later requests.
 
-use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
+use portcullis_plugin::async_trait;
 use portcullis_plugin::build::parse_config;
+use portcullis_plugin::http::{HeaderName, HeaderValue};
 use portcullis_plugin::{
     BuildContext, Dur, Filter, FilterError, HeaderEdit, Hooks, RequestState, RequestView,
 };
@@ -98,7 +98,7 @@ pub struct Canary {
 
 /// Factory: `kind: canary`.
 pub fn factory(
-    config: &serde_yaml::Value,
+    config: &portcullis_plugin::serde_yaml::Value,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
     let c: Config = parse_config(config)?;
@@ -252,7 +252,7 @@ impl Filter for Canary {
             (state.remove::<AssignCookie>(), &self.sticky)
         {
             let value = if side == Side::Canary { canary } else { stable };
-            headers.append(http::header::SET_COOKIE, value.clone());
+            headers.append(portcullis_plugin::http::header::SET_COOKIE, value.clone());
         }
     }
 }
@@ -264,7 +264,10 @@ mod tests {
 
     fn build(yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
         let env = TestEnv::new(&["stable", "canary"]);
-        factory(&serde_yaml::from_str(yaml).unwrap(), &env.context("r"))
+        factory(
+            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
+            &env.context("r"),
+        )
     }
 
     fn side(f: &Arc<dyn Filter>, req: &TestRequest) -> Option<String> {
@@ -336,9 +339,9 @@ mod tests {
         let first = f
             .choose_upstream(&req.view("r"), &mut state)
             .map(str::to_string);
-        let mut headers = http::HeaderMap::new();
+        let mut headers = portcullis_plugin::http::HeaderMap::new();
         f.on_response(&req.view("r"), 200, &mut headers, &mut state);
-        let cookie = headers[http::header::SET_COOKIE]
+        let cookie = headers[portcullis_plugin::http::header::SET_COOKIE]
             .to_str()
             .unwrap()
             .to_string();
@@ -354,7 +357,7 @@ mod tests {
                 first,
                 "sticky"
             );
-            let mut h = http::HeaderMap::new();
+            let mut h = portcullis_plugin::http::HeaderMap::new();
             f.on_response(&again.view("r"), 200, &mut h, &mut s);
             assert!(h.is_empty(), "no new cookie for a sticky client");
         }

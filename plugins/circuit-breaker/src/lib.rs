@@ -32,12 +32,12 @@ mod breaker;
 pub use breaker::{Breaker, BreakerPolicy, State};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
+use portcullis_plugin::async_trait;
 use portcullis_plugin::build::parse_config;
+use portcullis_plugin::prometheus::{IntCounterVec, IntGaugeVec};
 use portcullis_plugin::{
     BuildContext, Candidate, Dur, Ejector, Filter, FilterError, Hooks, Outcome,
 };
-use prometheus::{IntCounterVec, IntGaugeVec};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -171,7 +171,7 @@ pub struct CircuitBreaker {
 
 /// Factory: `kind: circuit_breaker`.
 pub fn factory(
-    config: &serde_yaml::Value,
+    config: &portcullis_plugin::serde_yaml::Value,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
     Ok(Arc::new(CircuitBreaker::build(config, cx)?))
@@ -179,7 +179,10 @@ pub fn factory(
 
 impl CircuitBreaker {
     /// Build from config (the factory, typed).
-    pub fn build(config: &serde_yaml::Value, cx: &BuildContext<'_>) -> Result<Self, FilterError> {
+    pub fn build(
+        config: &portcullis_plugin::serde_yaml::Value,
+        cx: &BuildContext<'_>,
+    ) -> Result<Self, FilterError> {
         let c: Config = parse_config(config)?;
         if let Some(r) = c.failure_ratio {
             if !(r > 0.0 && r <= 1.0) {

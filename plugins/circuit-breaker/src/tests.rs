@@ -137,7 +137,10 @@ fn candidate(addr: &str) -> SocketAddr {
 fn filter_skips_open_backends_never_counts_4xx_and_caps_ejection() {
     let env = TestEnv::new(&["pool"]);
     let f = factory(
-        &serde_yaml::from_str("{consecutive_failures: 2, max_ejection_percent: 50}").unwrap(),
+        &portcullis_plugin::serde_yaml::from_str(
+            "{consecutive_failures: 2, max_ejection_percent: 50}",
+        )
+        .unwrap(),
         &env.context("r"),
     )
     .unwrap();
@@ -201,7 +204,7 @@ fn filter_skips_open_backends_never_counts_4xx_and_caps_ejection() {
 #[test]
 fn state_survives_a_rebuild() {
     let env = TestEnv::new(&["pool"]);
-    let cfg = serde_yaml::from_str("{consecutive_failures: 1}").unwrap();
+    let cfg = portcullis_plugin::serde_yaml::from_str("{consecutive_failures: 1}").unwrap();
     let f1 = factory(&cfg, &env.context("r")).unwrap();
     feed(&f1, outcome("10.0.0.1:80", 500, None), 4);
     let f2 = factory(&cfg, &env.context("r")).unwrap();
@@ -223,9 +226,12 @@ fn bad_config_names_the_key() {
         ("{open_time: 10s, max_open_time: 1s}", "max_open_time"),
         ("{open_tme: 10s}", "open_tme"),
     ] {
-        let e = factory(&serde_yaml::from_str(yaml).unwrap(), &env.context("r"))
-            .err()
-            .unwrap();
+        let e = factory(
+            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
+            &env.context("r"),
+        )
+        .err()
+        .unwrap();
         assert_eq!(e.path, path, "{yaml}: {e}");
     }
 }

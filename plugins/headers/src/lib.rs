@@ -13,9 +13,9 @@
 //!
 //! Within a side: `remove`, then `set`, then `add`.
 
-use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
+use portcullis_plugin::async_trait;
 use portcullis_plugin::build::parse_config;
+use portcullis_plugin::http::{HeaderName, HeaderValue};
 use portcullis_plugin::{
     BuildContext, Filter, FilterError, HeaderEdit, Hooks, RequestState, RequestView,
 };
@@ -105,7 +105,7 @@ pub struct Headers {
 
 /// Factory: `kind: headers`.
 pub fn factory(
-    config: &serde_yaml::Value,
+    config: &portcullis_plugin::serde_yaml::Value,
     _cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
     let c: Config = parse_config(config)?;
@@ -157,7 +157,7 @@ mod tests {
     fn edits_request_and_response_headers() {
         let env = TestEnv::new(&[]);
         let f = factory(
-            &serde_yaml::from_str("{request: {set: {x-env: prod}, add: {x-via: pc}, remove: [x-debug]}, response: {set: {server: pc}}}").unwrap(),
+            &portcullis_plugin::serde_yaml::from_str("{request: {set: {x-env: prod}, add: {x-via: pc}, remove: [x-debug]}, response: {set: {server: pc}}}").unwrap(),
             &env.context("r"),
         )
         .unwrap();
@@ -165,7 +165,7 @@ mod tests {
             .hooks()
             .contains(Hooks::UPSTREAM_REQUEST | Hooks::RESPONSE));
         let req = TestRequest::get("/");
-        let mut h = http::HeaderMap::new();
+        let mut h = portcullis_plugin::http::HeaderMap::new();
         h.insert("x-debug", HeaderValue::from_static("1"));
         h.insert("x-env", HeaderValue::from_static("dev"));
         h.insert("x-via", HeaderValue::from_static("lb"));
@@ -173,7 +173,7 @@ mod tests {
         assert!(!h.contains_key("x-debug"));
         assert_eq!(h["x-env"], "prod");
         assert_eq!(h.get_all("x-via").iter().count(), 2);
-        let mut r = http::HeaderMap::new();
+        let mut r = portcullis_plugin::http::HeaderMap::new();
         f.on_response(&req.view("r"), 200, &mut r, &mut RequestState::default());
         assert_eq!(r["server"], "pc");
     }
@@ -182,13 +182,13 @@ mod tests {
     fn only_the_needed_hooks_are_declared_and_bad_names_are_reported() {
         let env = TestEnv::new(&[]);
         let f = factory(
-            &serde_yaml::from_str("{response: {remove: [server]}}").unwrap(),
+            &portcullis_plugin::serde_yaml::from_str("{response: {remove: [server]}}").unwrap(),
             &env.context("r"),
         )
         .unwrap();
         assert_eq!(f.hooks(), Hooks::RESPONSE);
         let e = factory(
-            &serde_yaml::from_str("{request: {set: {'bad name': x}}}").unwrap(),
+            &portcullis_plugin::serde_yaml::from_str("{request: {set: {'bad name': x}}}").unwrap(),
             &env.context("r"),
         )
         .err()

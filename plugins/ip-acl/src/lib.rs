@@ -8,8 +8,8 @@
 //!
 //! A refused client gets `403`. A bare address is a /32 (or /128).
 
-use async_trait::async_trait;
 use ipnet::IpNet;
+use portcullis_plugin::async_trait;
 use portcullis_plugin::build::parse_config;
 use portcullis_plugin::{
     BuildContext, Decision, Filter, FilterError, Hooks, RequestState, RequestView, Response,
@@ -52,7 +52,7 @@ fn parse_list(key: &str, list: &[String]) -> Result<Vec<IpNet>, FilterError> {
 
 /// Factory: `kind: ip_acl`.
 pub fn factory(
-    config: &serde_yaml::Value,
+    config: &portcullis_plugin::serde_yaml::Value,
     _cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
     let c: Config = parse_config(config)?;
@@ -103,7 +103,7 @@ mod tests {
 
     fn build(yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
         factory(
-            &serde_yaml::from_str(yaml).unwrap(),
+            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
             &TestEnv::new(&[]).context("r"),
         )
     }

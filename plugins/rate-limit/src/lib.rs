@@ -19,15 +19,15 @@
 //! filter's config is unchanged.
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-use http::{HeaderName, HeaderValue};
+use portcullis_plugin::async_trait;
 use portcullis_plugin::build::parse_config;
+use portcullis_plugin::http::{HeaderName, HeaderValue};
+use portcullis_plugin::prometheus::IntCounter;
 use portcullis_plugin::{
     BuildContext, Decision, Filter, FilterError, Hooks, RequestState, RequestView, Response,
 };
-use prometheus::IntCounter;
 use serde::Deserialize;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -110,7 +110,7 @@ pub struct RateLimit {
 
 /// Factory: `kind: rate_limit`.
 pub fn factory(
-    config: &serde_yaml::Value,
+    config: &portcullis_plugin::serde_yaml::Value,
     cx: &BuildContext<'_>,
 ) -> Result<Arc<dyn Filter>, FilterError> {
     Ok(Arc::new(RateLimit::build(config, cx)?))
@@ -118,7 +118,10 @@ pub fn factory(
 
 impl RateLimit {
     /// Build from config (the factory, typed).
-    pub fn build(config: &serde_yaml::Value, cx: &BuildContext<'_>) -> Result<Self, FilterError> {
+    pub fn build(
+        config: &portcullis_plugin::serde_yaml::Value,
+        cx: &BuildContext<'_>,
+    ) -> Result<Self, FilterError> {
         let c: Config = parse_config(config)?;
         let rate =
             NonZeroU32::new(c.rate).ok_or_else(|| FilterError::at("rate", "must be at least 1"))?;
@@ -242,7 +245,10 @@ impl RateLimit {
             .and_then(|p| p.split(';').next())
             .unwrap_or("\"default\"");
         let mut resp = Response::text(429, "rate limit exceeded\n")
-            .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
+            .with_header(
+                portcullis_plugin::http::header::RETRY_AFTER,
+                HeaderValue::from(secs),
+            )
             .with_header(
                 HeaderName::from_static("ratelimit-policy"),
                 self.policy.clone(),
@@ -297,7 +303,10 @@ mod tests {
     use portcullis_plugin::testing::{TestEnv, TestRequest};
 
     fn build(env: &TestEnv, yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
-        factory(&serde_yaml::from_str(yaml).unwrap(), &env.context("api"))
+        factory(
+            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
+            &env.context("api"),
+        )
     }
 
     async fn run(f: &Arc<dyn Filter>, req: &TestRequest) -> Decision {
