@@ -106,25 +106,10 @@ pub fn build_filters(
             continue;
         };
         match factory(&spec.config, cx) {
-            Ok(filter) => {
-                let missing = portcullis_plugin::hooks::undeclared_hooks(filter.as_ref());
-                if !missing.is_empty() {
-                    errors.push(PathError::at(
-                        format!("{entry_path}.kind"),
-                        format!(
-                            "filter `{}` on {scope} implements {} but its hooks() leaves them out, \
-                             so they would never be called: a bug in the filter; add them to hooks()",
-                            spec.kind,
-                            missing.describe()
-                        ),
-                    ));
-                    continue;
-                }
-                out.push(Entry {
-                    kind: spec.kind.as_str().into(),
-                    filter,
-                })
-            }
+            Ok(filter) => out.push(Entry {
+                kind: spec.kind.as_str().into(),
+                filter,
+            }),
             Err(e) => errors.push(PathError::at(
                 crate::config::error::join_path(&entry_path, &e.path),
                 format!("filter `{}` on {scope}: {}", spec.kind, e.message),

@@ -1,6 +1,6 @@
 //! Finding hooks a filter implements but leaves out of [`Filter::hooks`]. The chain calls only
-//! the listed hooks, so such a hook would be skipped silently: the gateway refuses the config
-//! instead, and [`crate::testing::assert_hooks_declared`] fails a plugin's own tests.
+//! the listed hooks, so such a hook would be skipped silently;
+//! [`crate::testing::assert_hooks_declared`] fails a plugin's own tests instead.
 //!
 //! How: each default hook body records that it ran. Every hook *not* listed is called once
 //! with an empty request; if the default body did not run, the filter has its own.

@@ -120,9 +120,11 @@ impl std::ops::BitOr for Hooks {
     }
 }
 
-/// A request filter. Implement the hooks you need, list them in [`Filter::hooks`]. The gateway
-/// refuses a config whose filter implements a hook it does not list
-/// ([`hooks::undeclared_hooks`]); the test kit checks it too.
+/// A request filter. Implement the hooks you need, list them in [`Filter::hooks`]: only listed
+/// hooks are called. An instance may list fewer on purpose (a `headers` filter without request
+/// edits skips that hook), so the gateway cannot tell an omission from a choice: test a fully
+/// configured instance with [`testing::assert_hooks_declared`], which fails on a hook that is
+/// implemented but not listed.
 ///
 /// All hooks run on the request path: avoid blocking, and prefer atomics to locks.
 #[async_trait]

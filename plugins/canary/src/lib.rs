@@ -262,6 +262,12 @@ mod tests {
     use super::*;
     use portcullis_plugin::testing::{TestEnv, TestRequest};
 
+    #[test]
+    fn a_full_config_declares_every_hook_it_implements() {
+        let f = build("{upstream: canary, weight: 50, header: {name: x-canary}, sticky: {cookie: pc, max_age: 10m}}").unwrap();
+        portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
+    }
+
     fn build(yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
         let env = TestEnv::new(&["stable", "canary"]);
         factory(

@@ -235,3 +235,14 @@ fn bad_config_names_the_key() {
         assert_eq!(e.path, path, "{yaml}: {e}");
     }
 }
+
+#[test]
+fn declares_every_hook_it_implements() {
+    let env = TestEnv::new(&["pool"]);
+    let f = factory(
+        &portcullis_plugin::serde_yaml::from_str("{}").unwrap(),
+        &env.context("r"),
+    )
+    .unwrap();
+    portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
+}

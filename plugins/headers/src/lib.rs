@@ -154,6 +154,18 @@ mod tests {
     use portcullis_plugin::testing::{TestEnv, TestRequest};
 
     #[test]
+    fn a_full_config_declares_every_hook_it_implements() {
+        let env = TestEnv::new(&[]);
+        let yaml = "{request: {set: {x-a: '1'}}, response: {set: {x-b: '2'}}}";
+        let f = factory(
+            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
+            &env.context("r"),
+        )
+        .unwrap();
+        portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
+    }
+
+    #[test]
     fn edits_request_and_response_headers() {
         let env = TestEnv::new(&[]);
         let f = factory(

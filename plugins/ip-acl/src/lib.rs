@@ -101,6 +101,12 @@ mod tests {
     use super::*;
     use portcullis_plugin::testing::{TestEnv, TestRequest};
 
+    #[test]
+    fn declares_every_hook_it_implements() {
+        let f = build("{allow: [10.0.0.0/8], deny: [10.9.0.0/16]}").unwrap();
+        portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
+    }
+
     fn build(yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
         factory(
             &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),

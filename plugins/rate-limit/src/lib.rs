@@ -302,6 +302,13 @@ mod tests {
     use super::*;
     use portcullis_plugin::testing::{TestEnv, TestRequest};
 
+    #[test]
+    fn declares_every_hook_it_implements() {
+        let env = TestEnv::new(&[]);
+        let f = build(&env, "{rate: 10, per: minute, burst: 5}").unwrap();
+        portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
+    }
+
     fn build(env: &TestEnv, yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
         factory(
             &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
