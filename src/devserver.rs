@@ -27,6 +27,7 @@ pub struct DevState {
     delay_ms: AtomicU64,
     status: AtomicU16,
     health_status: AtomicU16,
+    connections: AtomicU64,
 }
 
 impl DevState {
@@ -37,6 +38,11 @@ impl DevState {
     /// Requests answered (health checks excluded).
     pub fn requests(&self) -> u64 {
         self.requests.load(Relaxed)
+    }
+    /// Connections that carried at least one request other than a health check: how often a
+    /// proxy in front connected to serve traffic (`GET /devserver/connections` reads it).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Relaxed)
     }
     /// Highest number of concurrent requests seen.
     pub fn max_inflight(&self) -> u32 {
@@ -126,9 +132,10 @@ async fn accept_loop(
 
 async fn serve(stream: TcpStream, state: Arc<DevState>, mut stopped: watch::Receiver<bool>) {
     let mut stream = BufReader::new(stream);
+    let mut counted = false;
     loop {
         tokio::select! {
-            r = handle_one(&mut stream, &state) => match r {
+            r = handle_one(&mut stream, &state, &mut counted) => match r {
                 Ok(true) => continue,
                 _ => return,
             },
@@ -138,7 +145,11 @@ async fn serve(stream: TcpStream, state: Arc<DevState>, mut stopped: watch::Rece
 }
 
 /// Serve one request; `Ok(true)` to keep the connection open.
-async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std::io::Result<bool> {
+async fn handle_one(
+    stream: &mut BufReader<TcpStream>,
+    state: &DevState,
+    counted: &mut bool,
+) -> std::io::Result<bool> {
     let mut head = Vec::with_capacity(512);
     loop {
         let n = stream.read_until(b'\n', &mut head).await?;
@@ -186,8 +197,15 @@ async fn handle_one(stream: &mut BufReader<TcpStream>, state: &DevState) -> std:
         stream.read_exact(&mut body).await?;
     }
     let health = path == "/healthz";
+    let stats = path == "/devserver/connections";
+    if !health && !stats && !*counted {
+        *counted = true;
+        state.connections.fetch_add(1, Relaxed);
+    }
     let (status, body) = if health {
         (state.health_status.load(Relaxed), "ok\n".to_string())
+    } else if stats {
+        (200, format!("{}\n", state.connections.load(Relaxed)))
     } else {
         state.arrivals.fetch_add(1, Relaxed);
         let now = state.inflight.fetch_add(1, Relaxed) + 1;
