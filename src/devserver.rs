@@ -28,6 +28,7 @@ pub struct DevState {
     status: AtomicU16,
     health_status: AtomicU16,
     connections: AtomicU64,
+    posts: AtomicU64,
 }
 
 impl DevState {
@@ -43,6 +44,10 @@ impl DevState {
     /// proxy in front connected to serve traffic (`GET /devserver/connections` reads it).
     pub fn connections(&self) -> u64 {
         self.connections.load(Relaxed)
+    }
+    /// POST requests received, counted on arrival.
+    pub fn posts(&self) -> u64 {
+        self.posts.load(Relaxed)
     }
     /// Highest number of concurrent requests seen.
     pub fn max_inflight(&self) -> u32 {
@@ -208,6 +213,9 @@ async fn handle_one(
         (200, format!("{}\n", state.connections.load(Relaxed)))
     } else {
         state.arrivals.fetch_add(1, Relaxed);
+        if method == "POST" {
+            state.posts.fetch_add(1, Relaxed);
+        }
         let now = state.inflight.fetch_add(1, Relaxed) + 1;
         state.max_inflight.fetch_max(now, Relaxed);
         let delay = state.delay_ms.load(Relaxed);

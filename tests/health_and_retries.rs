@@ -234,6 +234,76 @@ upstreams:
     assert!(retries >= 15.0, "the refused half was retried: {retries}");
 }
 
+/// A backend is killed under a mixed GET/POST load. A POST that was never sent (its connect
+/// was refused) never fails: it is retried elsewhere. A POST is never sent twice: the backends
+/// together see at most one arrival per POST. Only POSTs the killed backend had already
+/// received may fail.
+#[test]
+fn killing_a_backend_under_mixed_load_fails_no_unsent_post_and_repeats_none() {
+    let mut b = Backends::start(&["a", "b", "c"]);
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: web, address: "{{listen}}" }}]
+access_log: off
+routes: [{{ name: all, upstream: pool }}]
+upstreams:
+  - name: pool
+    strategy: round_robin
+    retry: {{ budget: off, backoff: off }}
+    backends: [{{ address: "{}" }}, {{ address: "{}" }}, {{ address: "{}" }}]
+"#,
+        b.addr(0),
+        b.addr(1),
+        b.addr(2)
+    ));
+    let states: Vec<_> = (0..3).map(|i| b.state(i)).collect();
+    let url = gw.url("/");
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (url, sent, results) = (&url, &sent, &results);
+            s.spawn(move || {
+                let c = client();
+                for i in 0..150 {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let post = (t + i) % 2 == 0;
+                    let r = if post {
+                        c.post(url).body(format!("{t}-{i}")).send()
+                    } else {
+                        c.get(url).send()
+                    };
+                    let ok = r.is_ok_and(|r| r.status().as_u16() == 200);
+                    results.lock().unwrap().push((post, ok));
+                }
+            });
+        }
+        assert!(poll_until(Duration::from_secs(10), || sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 300));
+        b.stop(1);
+    });
+    let results = results.into_inner().unwrap();
+    let posts = results.iter().filter(|(p, _)| *p).count() as u64;
+    let failed_posts = results.iter().filter(|(p, ok)| *p && !ok).count() as u64;
+    let post_arrivals: u64 = states.iter().map(|s| s.posts()).sum();
+    // What the killed backend received but never answered: the only requests that may fail.
+    let lost_at_b = states[1].arrivals() - states[1].requests();
+    assert!(
+        failed_posts <= lost_at_b,
+        "{failed_posts} POSTs failed, but the killed backend had only {lost_at_b} unanswered requests"
+    );
+    assert!(
+        post_arrivals <= posts,
+        "a POST reached a backend twice: {post_arrivals} arrivals for {posts} POSTs"
+    );
+    assert!(post_arrivals >= posts - failed_posts);
+    let failed_gets = results.iter().filter(|(p, ok)| !*p && !ok).count();
+    eprintln!(
+        "{posts} POSTs ({failed_posts} failed), {failed_gets} GETs failed, {lost_at_b} lost at the killed backend"
+    );
+}
+
 /// A POST that failed after it was sent (the backend took it and timed out) is not retried:
 /// the backend may have acted on it.
 #[test]
