@@ -236,8 +236,7 @@ upstreams:
 
 /// A backend is killed under a mixed GET/POST load. A POST that was never sent (its connect
 /// was refused) never fails: it is retried elsewhere. A POST is never sent twice: the backends
-/// together see at most one arrival per POST. Only POSTs the killed backend had already
-/// received may fail.
+/// together see at most one arrival per POST.
 #[test]
 fn killing_a_backend_under_mixed_load_fails_no_unsent_post_and_repeats_none() {
     let mut b = Backends::start(&["a", "b", "c"]);
@@ -287,11 +286,14 @@ upstreams:
     let posts = results.iter().filter(|(p, _)| *p).count() as u64;
     let failed_posts = results.iter().filter(|(p, ok)| *p && !ok).count() as u64;
     let post_arrivals: u64 = states.iter().map(|s| s.posts()).sum();
-    // What the killed backend received but never answered: the only requests that may fail.
+    // What may fail: a POST the killed backend received and never answered, or one written on
+    // a pooled connection that the backend closed at that instant. The gateway cannot know
+    // whether the backend read the latter, so, like nginx, it does not resend it: at most one
+    // per pooled connection to the killed backend, and 8 clients keep at most 8 in the pool.
     let lost_at_b = states[1].arrivals() - states[1].requests();
     assert!(
-        failed_posts <= lost_at_b,
-        "{failed_posts} POSTs failed, but the killed backend had only {lost_at_b} unanswered requests"
+        failed_posts <= lost_at_b + 8,
+        "{failed_posts} POSTs failed; the killed backend had {lost_at_b} unanswered requests"
     );
     assert!(
         post_arrivals <= posts,
