@@ -110,7 +110,11 @@ fn http_check_uses_status_of_health_endpoint() {
         b.addr(0)
     ) == 0.0));
     for _ in 0..10 {
-        assert_eq!(get(&c, &gw.url("/")).1, "b");
+        let r = c.get(gw.url("/")).send().unwrap();
+        let status = r.status().as_u16();
+        let backend = header_of(&r, "x-backend");
+        let body = r.text().unwrap_or_default();
+        assert_eq!(backend, "b", "{status} {body}\n{}", gw.stderr());
     }
     b.state(0).set_health_status(200);
     assert!(poll_until(Duration::from_secs(5), || healthy_gauge(
@@ -369,4 +373,12 @@ upstreams:
         "clients must not reuse the failed connection"
     );
     assert_eq!(b.requests(0), 0);
+}
+
+fn header_of(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }

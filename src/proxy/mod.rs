@@ -13,6 +13,7 @@
 pub mod client;
 pub mod connections;
 pub mod context;
+mod errors;
 pub mod guard;
 mod outcome;
 pub mod request_id;
@@ -34,7 +35,7 @@ use client::client_socket;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorType, Result};
 use portcullis_plugin::{AttemptError, Candidate, Decision, RequestView};
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -445,49 +446,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, body): (u16, Bytes) = match (ctx.local, e.etype()) {
-            (Some(LocalReason::Vetoed), _) => {
-                let by = ctx.vetoed_by.as_deref().unwrap_or("a filter");
-                let name = upstream_of(ctx).map_or("", |u| &u.name);
-                (
-                    503,
-                    Bytes::from(format!(
-                        "every backend of upstream {name} is refused by {by} (circuit open?)\n"
-                    )),
-                )
-            }
-            (Some(LocalReason::NoBackend), _) => {
-                let why = upstream_of(ctx).map_or_else(String::new, |u| u.why_none());
-                (503, Bytes::from(why + "\n"))
-            }
-            (_, ErrorType::ReadTimedout) if matches!(e.esource(), ErrorSource::Downstream) => {
-                // The client stopped sending its body (`client.body_timeout`).
-                (408, Bytes::from_static(b"request body timeout\n"))
-            }
-            (
-                _,
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-            )
-            | (Some(LocalReason::Timeout), _) => (504, Bytes::from_static(b"upstream timed out\n")),
-            (Some(LocalReason::ConnectFailed), _) => {
-                (502, Bytes::from_static(b"cannot connect to upstream\n"))
-            }
-            (Some(LocalReason::BadUpstreamResponse), _) => (
-                502,
-                Bytes::from_static(b"upstream sent an unexpected response\n"),
-            ),
-            (_, ErrorType::HTTPStatus(c)) => (*c, Bytes::from_static(b"request failed\n")),
-            _ => match e.esource() {
-                ErrorSource::Upstream => (502, Bytes::from_static(b"upstream error\n")),
-                ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, Bytes::new())
-                    }
-                    _ => (400, Bytes::from_static(b"bad request\n")),
-                },
-                _ => (500, Bytes::from_static(b"internal error\n")),
-            },
-        };
+        let (code, body) = errors::answer(ctx.local, ctx.vetoed_by.as_deref(), upstream_of(ctx), e);
         if code > 0 && session.response_written().is_none() {
             // The connection is not reused after a failure: say so, or a client may send its
             // next request on a socket that is about to close.
