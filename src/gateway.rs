@@ -6,7 +6,7 @@ use crate::balance::{BackendState, StateStore, StrategyRegistry};
 use crate::config::{self, ConfigErrors};
 use crate::observe::metrics::BackendSource;
 use crate::observe::Metrics;
-use crate::runtime::{compile, CompileContext, Compiled, Snapshot};
+use crate::runtime::{compile, CompileContext, Snapshot};
 use arc_swap::ArcSwap;
 use portcullis_plugin::build::{NoEjector, PersistentStore, SharedMetrics};
 use portcullis_plugin::{Ejector, FilterRegistry};
@@ -204,46 +204,6 @@ impl crate::tls::CertSource for Gateway {
     fn certificates(&self, listener: &str) -> Option<Arc<crate::tls::CertStore>> {
         self.snapshot().certificates.get(listener).cloned()
     }
-}
-
-/// Sockets are bound once: keep the running listeners, metrics and admin addresses in `next`
-/// and say what a graceful upgrade would change.
-pub fn keep_sockets(current: &Compiled, next: &mut Compiled) -> Vec<String> {
-    let mut notes = Vec::new();
-    if next.listeners != current.listeners {
-        notes.push(
-            "listener changes need new sockets and are not applied by a reload; \
-             use a graceful upgrade (start `portcullis -u`, then SIGQUIT the old process)"
-                .to_string(),
-        );
-        // The sockets stay; each kept listener takes the new file's client policy.
-        let mut kept = current.listeners.clone();
-        for l in &mut kept {
-            if let Some(n) = next.listeners.iter().find(|n| n.name == l.name) {
-                l.policy = Arc::clone(&n.policy);
-            }
-        }
-        next.listeners = kept;
-    }
-    if next.metrics_addr != current.metrics_addr {
-        notes.push("the metrics address changes only with a graceful upgrade".to_string());
-        next.metrics_addr = current.metrics_addr;
-    }
-    if next.admin.as_ref().map(|a| a.addr) != current.admin.as_ref().map(|a| a.addr) {
-        notes.push("the admin address changes only with a graceful upgrade".to_string());
-        match (&mut next.admin, &current.admin) {
-            (Some(n), Some(c)) => n.addr = c.addr,
-            (n, c) => *n = c.clone(),
-        }
-    }
-    let (a, b) = (&current.server, &next.server);
-    if a.threads != b.threads
-        || a.work_stealing != b.work_stealing
-        || a.upstream_keepalive_pool_size != b.upstream_keepalive_pool_size
-    {
-        notes.push("`server` settings take effect at the next graceful upgrade".to_string());
-    }
-    notes
 }
 
 /// Parse, check and compile config `text` as if it were the file `name`, with the built-in

@@ -182,13 +182,18 @@ mod tests {
         let _ = Backends::new(discovery::Static::new(backends));
     }
 
-    #[test]
-    fn a_vetoed_members_share_spreads_over_the_rest() {
+    /// Round robin over members on 127.0.0.1 ports 1..=n.
+    fn round_robin_over(n: u16) -> Selector {
         let store = StateStore::new();
-        let members: Vec<Member> = (1..=4)
+        let members: Vec<Member> = (1..=n)
             .map(|p| Member::new(Backend::new(&format!("127.0.0.1:{p}")).unwrap(), &store).unwrap())
             .collect();
-        let sel = Selector::new(members, &RoundRobinFactory);
+        Selector::new(members, &RoundRobinFactory)
+    }
+
+    #[test]
+    fn a_vetoed_members_share_spreads_over_the_rest() {
+        let sel = round_robin_over(4);
         let req = PickRequest::default();
         let mut counts = [0u32; 5];
         for _ in 0..12_000 {
@@ -203,11 +208,7 @@ mod tests {
 
     #[test]
     fn pick_skips_refused_members_and_gives_up_when_all_refused() {
-        let store = StateStore::new();
-        let members: Vec<Member> = (1..=3)
-            .map(|p| Member::new(Backend::new(&format!("127.0.0.1:{p}")).unwrap(), &store).unwrap())
-            .collect();
-        let sel = Selector::new(members, &RoundRobinFactory);
+        let sel = round_robin_over(3);
         let req = PickRequest::default();
         for _ in 0..10 {
             let m = sel.pick(&req, |m| m.state.addr().port() != 2).unwrap();

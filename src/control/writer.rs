@@ -3,9 +3,9 @@
 use super::AdminChange;
 use crate::admin::overlay::Overlay;
 use crate::config::ConfigErrors;
-use crate::gateway::{compile_file, keep_sockets, Gateway, ReloadStatus};
+use crate::gateway::{compile_file, Gateway, ReloadStatus};
 use crate::runtime::compile::resolve_backend_addr;
-use crate::runtime::{Snapshot, Upstream};
+use crate::runtime::{Compiled, Snapshot, Upstream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,9 +54,14 @@ impl Writer {
         self.ejected.contains_key(&(Arc::clone(upstream), addr))
     }
 
+    /// `u` with its eligibility computed again (health, enablement, ejections).
+    fn reselected(&self, u: &Upstream) -> Upstream {
+        u.reselect(&|a| self.is_ejected(&u.name, a))
+    }
+
     /// Publish the live config with each upstream replaced by `change(upstream)` where that
-    /// returns one. Returns whether anything changed.
-    fn republish(&self, mut change: impl FnMut(&Upstream) -> Option<Upstream>) -> bool {
+    /// returns one.
+    fn republish(&self, mut change: impl FnMut(&Upstream) -> Option<Upstream>) {
         let current = self.gw.snapshot();
         let mut changed = false;
         let upstreams = current
@@ -73,15 +78,11 @@ impl Writer {
         if changed {
             self.gw.publish_members(current.with_upstreams(upstreams));
         }
-        changed
     }
 
     /// Eligibility of every upstream holding `addr` is computed again.
     fn reselect_holding(&self, addr: SocketAddr) {
-        self.republish(|u| {
-            u.contains(addr)
-                .then(|| u.reselect(&|a| self.is_ejected(&u.name, a)))
-        });
+        self.republish(|u| u.contains(addr).then(|| self.reselected(u)));
     }
 
     pub fn health_changed(&self, addr: SocketAddr) {
@@ -89,8 +90,7 @@ impl Writer {
     }
 
     pub fn eject(&mut self, upstream: &str, addr: SocketAddr, duration: Duration) {
-        let name: Arc<str> = upstream.into();
-        let until = Instant::now() + duration.min(MAX_EJECTION);
+        let duration = duration.min(MAX_EJECTION);
         let known = self
             .gw
             .snapshot()
@@ -100,8 +100,10 @@ impl Writer {
             return;
         }
         log::info!("backend {addr} of upstream {upstream} leaves rotation for {duration:?}");
-        self.ejected.insert((Arc::clone(&name), addr), until);
-        self.republish(|u| (u.name == name).then(|| u.reselect(&|a| self.is_ejected(&u.name, a))));
+        let name: Arc<str> = upstream.into();
+        self.ejected
+            .insert((Arc::clone(&name), addr), Instant::now() + duration);
+        self.republish(|u| (u.name == name).then(|| self.reselected(u)));
     }
 
     /// When the next ejection ends.
@@ -122,11 +124,7 @@ impl Writer {
             keep
         });
         if self.ejected.len() != before {
-            self.republish(|u| {
-                ended
-                    .contains(&u.name)
-                    .then(|| u.reselect(&|a| self.is_ejected(&u.name, a)))
-            });
+            self.republish(|u| ended.contains(&u.name).then(|| self.reselected(u)));
         }
     }
 
@@ -266,6 +264,46 @@ impl Writer {
         );
         notes
     }
+}
+
+/// Sockets are bound once: keep the running listeners, metrics and admin addresses in `next`
+/// and say what a graceful upgrade would change.
+fn keep_sockets(current: &Compiled, next: &mut Compiled) -> Vec<String> {
+    let mut notes = Vec::new();
+    if next.listeners != current.listeners {
+        notes.push(
+            "listener changes need new sockets and are not applied by a reload; \
+             use a graceful upgrade (start `portcullis -u`, then SIGQUIT the old process)"
+                .to_string(),
+        );
+        // The sockets stay; each kept listener takes the new file's client policy.
+        let mut kept = current.listeners.clone();
+        for l in &mut kept {
+            if let Some(n) = next.listeners.iter().find(|n| n.name == l.name) {
+                l.policy = Arc::clone(&n.policy);
+            }
+        }
+        next.listeners = kept;
+    }
+    if next.metrics_addr != current.metrics_addr {
+        notes.push("the metrics address changes only with a graceful upgrade".to_string());
+        next.metrics_addr = current.metrics_addr;
+    }
+    if next.admin.as_ref().map(|a| a.addr) != current.admin.as_ref().map(|a| a.addr) {
+        notes.push("the admin address changes only with a graceful upgrade".to_string());
+        match (&mut next.admin, &current.admin) {
+            (Some(n), Some(c)) => n.addr = c.addr,
+            (n, c) => *n = c.clone(),
+        }
+    }
+    let (a, b) = (&current.server, &next.server);
+    if a.threads != b.threads
+        || a.work_stealing != b.work_stealing
+        || a.upstream_keepalive_pool_size != b.upstream_keepalive_pool_size
+    {
+        notes.push("`server` settings take effect at the next graceful upgrade".to_string());
+    }
+    notes
 }
 
 fn not_member(addr: SocketAddr, upstream: &str) -> AdminRefusal {
