@@ -2,7 +2,8 @@
 //!
 //! Every change arrives here as a [`Command`] on one channel and is applied in order on one
 //! thread (`portcullis-control`): a reload (read the file, compile, load certificates), an
-//! admin change, a health transition, a circuit opening. Each produces a new immutable
+//! admin change, a health verdict, a circuit opening. It is the only writer of a backend's
+//! health and enablement as well as of the snapshots. Each produces a new immutable
 //! [`Snapshot`](crate::runtime::Snapshot), published with ArcSwap; requests only read
 //! snapshots. Because there is one writer, an admin change made during a reload is in the
 //! next snapshot, and a reload re-applies every admin change made since startup. File reads,
@@ -64,7 +65,7 @@ enum Command {
         change: AdminChange,
         reply: oneshot::Sender<Result<(), AdminRefusal>>,
     },
-    Health(SocketAddr),
+    Health(SocketAddr, bool),
     Eject {
         upstream: String,
         addr: SocketAddr,
@@ -118,9 +119,9 @@ impl ControlHandle {
         answer.await.map_err(|_| gone())?
     }
 
-    /// A backend's health verdict changed (its state already says so).
-    pub fn health_changed(&self, addr: SocketAddr) {
-        let _ = self.tx.send(Command::Health(addr));
+    /// A backend's health verdict changed to `healthy`.
+    pub fn health_changed(&self, addr: SocketAddr, healthy: bool) {
+        let _ = self.tx.send(Command::Health(addr, healthy));
     }
 }
 
@@ -178,7 +179,7 @@ fn handle(w: &mut writer::Writer, cmd: Command) {
         Command::Admin { change, reply } => {
             let _ = reply.send(w.admin(change));
         }
-        Command::Health(addr) => w.health_changed(addr),
+        Command::Health(addr, healthy) => w.health_changed(addr, healthy),
         Command::Eject {
             upstream,
             addr,
@@ -220,10 +221,10 @@ impl HealthHost for HealthLink {
             target.state.label(),
             healthy,
         );
-        self.control.health_changed(target.addr);
+        self.control.health_changed(target.addr, healthy);
     }
 
     fn forgotten(&self, addr: SocketAddr) {
-        self.control.health_changed(addr);
+        self.control.health_changed(addr, true);
     }
 }

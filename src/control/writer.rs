@@ -85,8 +85,16 @@ impl Writer {
         self.republish(|u| u.contains(addr).then(|| self.reselected(u)));
     }
 
-    pub fn health_changed(&self, addr: SocketAddr) {
-        self.reselect_holding(addr);
+    /// Record a health verdict; when it changes the backend's state, recompute eligibility.
+    pub fn health_changed(&self, addr: SocketAddr, healthy: bool) {
+        if self
+            .gw
+            .store()
+            .get(&addr)
+            .is_some_and(|s| s.set_healthy(healthy))
+        {
+            self.reselect_holding(addr);
+        }
     }
 
     pub fn eject(&mut self, upstream: &str, addr: SocketAddr, duration: Duration) {

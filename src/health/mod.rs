@@ -33,9 +33,10 @@ pub trait HealthHost: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<u64>;
     /// The live state of `addr`, if any upstream has it.
     fn state(&self, addr: &SocketAddr) -> Option<Arc<BackendState>>;
-    /// `target`'s verdict flipped to `healthy` (its state already says so).
+    /// `target`'s verdict flipped to `healthy`: the host records it in the backend's state
+    /// (the probe only reads that state).
     fn transition(&self, target: &HealthTarget, healthy: bool);
-    /// `addr` is no longer checked and counts as healthy again.
+    /// `addr` is no longer checked and is to count as healthy again.
     fn forgotten(&self, addr: SocketAddr);
 }
 
@@ -98,10 +99,8 @@ fn reconcile(host: &Arc<dyn HealthHost>, running: &mut HashMap<SocketAddr, Runni
             r.task.abort();
             if !wanted.contains_key(addr) {
                 // No longer checked: an unchecked backend counts as healthy.
-                if let Some(state) = host.state(addr) {
-                    if state.set_healthy(true) {
-                        host.forgotten(*addr);
-                    }
+                if host.state(addr).is_some_and(|s| !s.is_healthy()) {
+                    host.forgotten(*addr);
                 }
             }
         }
@@ -128,7 +127,8 @@ async fn probe_loop(host: Arc<dyn HealthHost>, t: HealthTarget) {
         weight: 1,
         ext: Default::default(),
     };
-    let mut streak: (bool, usize) = (t.state.is_healthy(), 0);
+    let mut verdict = t.state.is_healthy();
+    let mut streak: (bool, usize) = (verdict, 0);
     let mut first = !t.state.mark_probed();
     loop {
         let result = match tokio::time::timeout(t.spec.timeout, probe.check(&backend)).await {
@@ -143,8 +143,8 @@ async fn probe_loop(host: Arc<dyn HealthHost>, t: HealthTarget) {
             streak = (ok, 1);
         }
         let threshold = probe.health_threshold(ok);
-        let currently = t.state.is_healthy();
-        if ok != currently && (first || streak.1 >= threshold) && t.state.set_healthy(ok) {
+        if ok != verdict && (first || streak.1 >= threshold) {
+            verdict = ok;
             match &result {
                 Ok(()) => log::info!(
                     "backend {} of upstream {} is healthy again",
