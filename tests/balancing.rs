@@ -126,14 +126,16 @@ fn fastest_response_sends_traffic_to_a_recovered_backend_again() {
     b.state(1).set_delay(Duration::from_millis(300));
     let gw = Gateway::start(&one_upstream(
         &b,
-        "{ kind: fastest_response, decay: 500ms }",
+        "{ kind: fastest_response, idle_decay: 150ms }",
         &[1, 1],
     ));
     // Phase 1: flaky is slow and gets little traffic.
     let seq = sequence(&gw, 60);
     let flaky_slow = seq.iter().filter(|s| *s == "flaky").count();
     assert!(flaky_slow < 15, "slow phase: flaky got {flaky_slow} of 60");
-    // Phase 2: flaky recovers; its old estimate decays, it is tried, and wins traffic back.
+    // Phase 2: flaky recovers; its old estimate decays toward steady's (sub-millisecond, and
+    // one request at a time: about log2(16 x 300 ms / 0.3 ms) = 14 half-lives, 2 s), it is
+    // tried, and wins traffic back.
     b.state(1).set_delay(Duration::ZERO);
     let before = b.requests(1);
     let c = client();

@@ -10,7 +10,10 @@ use super::ewma::{AtomicF64, ERROR_PENALTY_NS};
 use once_cell::sync::Lazy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -22,13 +25,15 @@ pub fn now_ns() -> u64 {
     EPOCH.elapsed().as_nanos() as u64
 }
 
-/// Time constant of the moving average used by `fastest_response` (1 s): a sample's weight is
-/// `1 - e^(-dt/tau)` where `dt` is the time since the previous sample, so the estimate follows
-/// the last second or so of traffic at any request rate, and a sample that arrives after a long
-/// idle gap mostly replaces a stale estimate instead of being averaged into it.
-pub const FAST_EWMA_TAU_NS: f64 = 1e9;
-/// Time constant of the peak-EWMA used by `adaptive` (Finagle / Linkerd / tower: 10 s).
-pub const PEAK_EWMA_TAU_NS: f64 = 10e9;
+/// Time constant of both latency estimates (300 ms): the moving average (`fastest_response`)
+/// and the peak-EWMA (`adaptive`). A sample's weight is `1 - e^(-dt/tau)`, where `dt` is the
+/// time since the previous sample, so an estimate follows the last few hundred milliseconds
+/// of traffic at any request rate, and a sample that arrives after a long idle gap mostly
+/// replaces a stale estimate instead of being averaged into it. Finagle, Linkerd and tower use
+/// 10 s for the peak-EWMA: a backend that was slow and recovered then needs tens of seconds to
+/// come back (issue 15: one fast answer after a 1 s gap moved a 250 ms estimate only to
+/// 227 ms). In the peak-EWMA a slower sample still replaces the estimate at once.
+pub const LATENCY_TAU_NS: f64 = 3e8;
 
 /// What is known right now about one backend address.
 #[derive(Debug)]
@@ -37,6 +42,9 @@ pub struct BackendState {
     label: Box<str>,
     id: u32,
     inflight: AtomicU32,
+    /// Sum of the start times (µs since [`now_ns`]'s epoch) of the in-flight requests, so the
+    /// mean age of what is outstanding is one division away.
+    inflight_started_us: AtomicU64,
     healthy: AtomicBool,
     probed: AtomicBool,
     enabled: AtomicBool,
@@ -59,6 +67,7 @@ impl BackendState {
             label: addr.to_string().into_boxed_str(),
             id,
             inflight: AtomicU32::new(0),
+            inflight_started_us: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             probed: AtomicBool::new(false),
             enabled: AtomicBool::new(true),
@@ -100,6 +109,20 @@ impl BackendState {
     #[inline]
     pub fn inflight(&self) -> u32 {
         self.inflight.load(Relaxed)
+    }
+
+    /// Mean time (ns) the in-flight requests have been waiting at `now`; 0 when none is.
+    ///
+    /// Read without a lock beside concurrent starts and ends, so it can count one finished
+    /// request for an instant (an age a little too small); it never panics or goes negative.
+    #[inline]
+    pub fn outstanding_age_ns(&self, now: u64) -> f64 {
+        let n = u64::from(self.inflight.load(Acquire));
+        if n == 0 {
+            return 0.0;
+        }
+        let mean_start_us = self.inflight_started_us.load(Relaxed) / n;
+        (now / 1_000).saturating_sub(mean_start_us) as f64 * 1e3
     }
 
     /// Last verdict of the active health check (true when no check is configured).
@@ -166,6 +189,19 @@ impl BackendState {
         self.record_latency(ERROR_PENALTY_NS, now);
     }
 
+    /// An active health probe answered in `latency_ns`. It counts as a latency sample only
+    /// when no request or probe was measured for `idle_after_ns` (a backend with traffic is
+    /// judged by its traffic) and the last request did not fail (the probe's cheap endpoint
+    /// does not vouch for a backend that answers errors). So a backend that gets no traffic
+    /// because it was slow is re-measured without sending it a client request; one that
+    /// recovered is found within a probe interval.
+    pub fn record_probe(&self, latency_ns: u64, now: u64, idle_after_ns: u64) {
+        let last = self.peak_at.load(Relaxed);
+        if now.saturating_sub(last) >= idle_after_ns && self.consecutive_failures() == 0 {
+            self.record_latency(latency_ns as f64, now);
+        }
+    }
+
     fn record_latency(&self, sample: f64, now: u64) {
         self.samples.fetch_add(1, Relaxed);
         // Time-weighted moving average (fastest_response); the first sample seeds it.
@@ -175,7 +211,7 @@ impl BackendState {
             if prev_at == 0 {
                 sample
             } else {
-                let w = (-dt / FAST_EWMA_TAU_NS).exp();
+                let w = (-dt / LATENCY_TAU_NS).exp();
                 v * w + sample * (1.0 - w)
             }
         });
@@ -187,7 +223,7 @@ impl BackendState {
             if prev_at == 0 || sample > v {
                 sample
             } else {
-                let w = (-dt / PEAK_EWMA_TAU_NS).exp();
+                let w = (-dt / LATENCY_TAU_NS).exp();
                 v * w + sample * (1.0 - w)
             }
         });
@@ -199,25 +235,25 @@ impl BackendState {
         self.samples.load(Relaxed) > 0
     }
 
-    /// The moving average of latency (ns), halved for every `half_life_ns` without a sample, so
-    /// a backend that was once slow is tried again once it has been idle for a while.
+    /// The moving average of latency (ns) and the time of its last sample, as stored;
+    /// `None` before the first sample.
     #[inline]
-    pub fn decayed_ewma_ns(&self, now: u64, half_life_ns: f64) -> f64 {
-        let v = self.ewma_ns.load();
-        let idle = now.saturating_sub(self.ewma_at.load(Relaxed)) as f64;
-        v * (-idle / half_life_ns).exp2()
-    }
-
-    /// The peak-EWMA latency (ns), decayed toward zero with time constant tau since its last
-    /// update; `None` before the first sample.
-    #[inline]
-    pub fn peak_ewma_ns(&self, now: u64) -> Option<f64> {
+    pub fn ewma(&self) -> Option<(f64, u64)> {
         if !self.is_measured() {
             return None;
         }
-        let v = self.peak_ns.load();
-        let idle = now.saturating_sub(self.peak_at.load(Relaxed)) as f64;
-        Some(v * (-idle / PEAK_EWMA_TAU_NS).exp())
+        Some((self.ewma_ns.load(), self.ewma_at.load(Relaxed)))
+    }
+
+    /// The peak-EWMA latency (ns) and the time of its last sample, as stored (no decay for
+    /// the time since: `adaptive` decides how an idle backend's cost moves); `None` before
+    /// the first sample.
+    #[inline]
+    pub fn peak_ewma(&self) -> Option<(f64, u64)> {
+        if !self.is_measured() {
+            return None;
+        }
+        Some((self.peak_ns.load(), self.peak_at.load(Relaxed)))
     }
 
     /// The undecayed moving-average latency in nanoseconds (for reporting).
@@ -231,14 +267,19 @@ impl BackendState {
 #[derive(Debug)]
 pub struct InflightGuard {
     state: Arc<BackendState>,
+    started_us: u64,
 }
 
 impl InflightGuard {
-    /// Take an in-flight slot on `state`.
+    /// Take an in-flight slot on `state` for a request sent at `now` ([`now_ns`]).
     #[inline]
-    pub fn new(state: Arc<BackendState>) -> Self {
-        state.inflight.fetch_add(1, Relaxed);
-        InflightGuard { state }
+    pub fn new(state: Arc<BackendState>, now: u64) -> Self {
+        let started_us = now / 1_000;
+        // Start time first, then the count with Release: a reader that sees the count (with
+        // Acquire) sees the start time too, so the mean start is never pulled toward zero.
+        state.inflight_started_us.fetch_add(started_us, Relaxed);
+        state.inflight.fetch_add(1, Release);
+        InflightGuard { state, started_us }
     }
 
     /// The backend this slot is on.
@@ -251,7 +292,12 @@ impl InflightGuard {
 impl Drop for InflightGuard {
     #[inline]
     fn drop(&mut self) {
+        // Count first: a racing reader may see one start too many (an age a little too
+        // small for an instant), never one too few.
         self.state.inflight.fetch_sub(1, Relaxed);
+        self.state
+            .inflight_started_us
+            .fetch_sub(self.started_us, Relaxed);
     }
 }
 
@@ -312,39 +358,56 @@ mod tests {
     #[test]
     fn guard_releases_inflight_on_drop() {
         let s = BackendState::detached(addr(1));
-        let g1 = InflightGuard::new(s.clone());
-        let g2 = InflightGuard::new(s.clone());
+        let g1 = InflightGuard::new(s.clone(), 1_000_000);
+        let g2 = InflightGuard::new(s.clone(), 3_000_000);
         assert_eq!(s.inflight(), 2);
+        // Mean start 2 ms, now 10 ms: 8 ms outstanding on average.
+        assert_eq!(s.outstanding_age_ns(10_000_000), 8e6);
         drop(g1);
         assert_eq!(s.inflight(), 1);
+        assert_eq!(s.outstanding_age_ns(10_000_000), 7e6);
         drop(g2);
         assert_eq!(s.inflight(), 0);
+        assert_eq!(s.outstanding_age_ns(10_000_000), 0.0);
+        // A clock read before the start (another thread) never goes negative.
+        let _g = InflightGuard::new(s.clone(), 50_000_000);
+        assert_eq!(s.outstanding_age_ns(10_000_000), 0.0);
     }
 
     #[test]
-    fn peak_ewma_jumps_up_and_decays_down() {
+    fn peak_ewma_jumps_up_and_comes_down_with_faster_samples() {
         let s = BackendState::detached(addr(1));
-        assert_eq!(s.peak_ewma_ns(1), None);
+        assert_eq!(s.peak_ewma(), None);
         s.record_success(1_000_000, 1);
         s.record_success(50_000_000, 2);
-        let peak = s.peak_ewma_ns(2).unwrap();
+        let (peak, at) = s.peak_ewma().unwrap();
         assert!(
             (peak - 50e6).abs() < 1.0,
             "a higher sample replaces the estimate: {peak}"
         );
-        // 10 s later without samples the estimate has decayed by e^-1.
-        let later = s.peak_ewma_ns(2 + 10_000_000_000).unwrap();
-        assert!((later / 50e6 - (-1f64).exp()).abs() < 1e-6);
+        assert_eq!(at, 2);
+        // A 10 ms answer 300 ms later: weight e^-1 on the old estimate.
+        s.record_success(10_000_000, 2 + 300_000_000);
+        let (v, _) = s.peak_ewma().unwrap();
+        let e = (-1f64).exp();
+        assert!((v - (50e6 * e + 10e6 * (1.0 - e))).abs() < 1.0, "{v}");
     }
 
     #[test]
-    fn ewma_halves_per_half_life_when_idle() {
+    fn probes_measure_only_idle_backends_that_do_not_fail() {
         let s = BackendState::detached(addr(1));
-        s.record_success(8_000_000, 1_000);
-        let v0 = s.decayed_ewma_ns(1_000, 1e9);
-        let v1 = s.decayed_ewma_ns(1_000 + 1_000_000_000, 1e9);
-        assert!((v0 - 8e6).abs() < 1.0);
-        assert!((v1 - 4e6).abs() < 1.0);
+        s.record_success(250_000_000, 1_000);
+        // 100 ms later, with traffic: the probe is ignored.
+        s.record_probe(1_000_000, 100_001_000, 250_000_000);
+        assert_eq!(s.peak_ewma().unwrap().0, 250e6);
+        // 2 s without traffic: the probe replaces the stale estimate almost entirely.
+        s.record_probe(1_000_000, 2_000_001_000, 250_000_000);
+        assert!(s.peak_ewma().unwrap().0 < 2e6);
+        assert_eq!(s.requests(), 1, "probes are not requests");
+        // After a failed request, a probe does not lower the estimate.
+        s.record_failure(3_000_000_000);
+        s.record_probe(1_000_000, 9_000_000_000, 250_000_000);
+        assert!(s.peak_ewma().unwrap().0 >= ERROR_PENALTY_NS * 0.99);
     }
 
     #[test]
@@ -352,12 +415,12 @@ mod tests {
         let s = BackendState::detached(addr(1));
         s.record_success(300_000_000, 1);
         s.record_success(1_000_000, 1 + 10_000_000_000); // 10 s later
-        assert!(s.decayed_ewma_ns(1 + 10_000_000_000, 1e9) < 2e6);
+        assert!(s.ewma().unwrap().0 < 2e6);
         // Samples close together move the estimate only a little.
         let t = BackendState::detached(addr(2));
         t.record_success(1_000_000, 1);
         t.record_success(300_000_000, 1_000_001); // 1 ms later
-        assert!(t.decayed_ewma_ns(1_000_001, 1e9) < 2e6);
+        assert!(t.ewma().unwrap().0 < 2e6);
     }
 
     #[test]
@@ -367,7 +430,7 @@ mod tests {
         s.record_failure(20);
         assert_eq!(s.failures(), 1);
         assert_eq!(s.consecutive_failures(), 1);
-        assert!(s.peak_ewma_ns(20).unwrap() >= ERROR_PENALTY_NS * 0.99);
+        assert!(s.peak_ewma().unwrap().0 >= ERROR_PENALTY_NS * 0.99);
         s.record_success(1_000_000, 30);
         assert_eq!(s.consecutive_failures(), 0);
     }

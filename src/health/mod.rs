@@ -14,7 +14,7 @@ pub mod spec;
 
 pub use spec::{HealthSpec, HttpProbeSpec};
 
-use crate::balance::BackendState;
+use crate::balance::{now_ns, BackendState};
 use async_trait::async_trait;
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
@@ -130,9 +130,20 @@ async fn probe_loop(host: Arc<dyn HealthHost>, t: HealthTarget) {
     let mut verdict = t.state.is_healthy();
     let mut streak: (bool, usize) = (verdict, 0);
     let mut first = !t.state.mark_probed();
+    let idle_after = t.spec.interval.as_nanos() as u64;
     loop {
+        let started = now_ns();
         let result = match tokio::time::timeout(t.spec.timeout, probe.check(&backend)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                // An HTTP probe's answer time is a latency sample for an idle backend (a TCP
+                // probe's connect time is not comparable to a request's).
+                if t.spec.http.is_some() {
+                    let now = now_ns();
+                    t.state
+                        .record_probe(now.saturating_sub(started), now, idle_after);
+                }
+                Ok(())
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("timed out after {:?}", t.spec.timeout)),
         };

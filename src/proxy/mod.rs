@@ -291,7 +291,7 @@ impl ProxyHttp for Proxy {
         ctx.tried.push(state.id());
         ctx.attempt_started_ns = now_ns();
         let peer = up.peer_for(state.addr());
-        ctx.backend = Some(InflightGuard::new(state));
+        ctx.backend = Some(InflightGuard::new(state, ctx.attempt_started_ns));
         Ok(Box::new(peer))
     }
 

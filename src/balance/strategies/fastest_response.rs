@@ -1,14 +1,17 @@
-//! `fastest_response`: lowest `decayed latency × (1 + in-flight) / weight` (nginx `least_time`).
+//! `fastest_response`: lowest `latency × (1 + in-flight) / weight` (nginx `least_time`).
 //!
-//! The latency is a time-weighted moving average of response times (time constant 1 s) that
-//! *halves for every `decay` without a new sample*. A backend that was slow and then stopped getting traffic therefore looks
-//! faster and faster until it is tried again: it can never be starved for good (the failure
-//! mode of an undecayed mean, traefik#12306). Unmeasured backends score 0 and are tried first.
-//! Default: power of two choices; `choice: all` scans every member.
+//! The latency is a time-weighted moving average of response times (time constant 300 ms;
+//! failures count as 1 s). The estimate of a backend that gets no traffic decays toward its
+//! competitor's with half-life `idle_decay`, so a backend that was slow is tried again
+//! within a bounded time and can never be starved for good (the failure mode of an undecayed
+//! mean, traefik#12306); an unmeasured backend counts as typical, not as free; and the mean
+//! age of outstanding requests counts once it exceeds the estimate (see `latency.rs`).
+//! Default: power of two choices; `choice: all` scans every member, `auto` scans up to 16.
 
-use super::{lowest_score, Choice};
+use super::latency::LatencyCost;
+use super::Choice;
 use crate::balance::sample::WeightTable;
-use crate::balance::{Member, PickRequest, Strategy, StrategyFactory};
+use crate::balance::{BackendState, Member, PickRequest, Strategy, StrategyFactory};
 use crate::config::duration::Dur;
 use crate::config::{error::from_value, PathError};
 use serde::Deserialize;
@@ -17,34 +20,43 @@ use std::sync::Arc;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
-    /// `p2c` (default) or `all`.
+    /// `p2c` (default), `all` or `auto`.
     #[serde(default)]
     choice: Choice,
-    /// Half-life of an unrefreshed latency estimate. Default `5s`.
-    #[serde(default = "default_decay")]
-    decay: Dur,
+    /// Half-life with which an idle backend's estimate moves toward its competitor's.
+    /// Default `150ms`. (`decay` is the name it had before it decayed toward the competitor.)
+    #[serde(default = "default_decay", alias = "decay")]
+    idle_decay: Dur,
 }
 
 fn default_decay() -> Dur {
-    Dur::secs(5)
+    Dur::millis(150)
 }
 
-/// Parameters: `choice: p2c | all`, `decay: <duration>` (default `5s`).
+/// Parameters: `choice: p2c | all | auto`, `idle_decay: <duration>` (default `150ms`, > 0).
 pub fn from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let p: Params = from_value(params)?;
-    if p.decay.0.is_zero() {
-        return Err(PathError::at("decay", "must be greater than 0 (e.g. 5s)"));
+    if p.idle_decay.0.is_zero() {
+        return Err(PathError::at(
+            "idle_decay",
+            "must be greater than 0 (e.g. 150ms)",
+        ));
     }
     Ok(Arc::new(Factory {
         choice: p.choice,
-        half_life_ns: p.decay.0.as_nanos() as f64,
+        cost: LatencyCost {
+            idle_half_life_ns: p.idle_decay.0.as_nanos() as f64,
+            // Only compared with itself: with no samples anywhere, in-flight counts decide.
+            default_ns: 1e6,
+            per_weight: true,
+        },
     }))
 }
 
 #[derive(Debug)]
 struct Factory {
     choice: Choice,
-    half_life_ns: f64,
+    cost: LatencyCost,
 }
 
 impl StrategyFactory for Factory {
@@ -55,7 +67,7 @@ impl StrategyFactory for Factory {
         Box::new(FastestResponse {
             table: WeightTable::new(members.iter().map(|m| m.weight)),
             choice: self.choice,
-            half_life_ns: self.half_life_ns,
+            cost: self.cost,
         })
     }
 }
@@ -63,17 +75,14 @@ impl StrategyFactory for Factory {
 struct FastestResponse {
     table: WeightTable,
     choice: Choice,
-    half_life_ns: f64,
+    cost: LatencyCost,
 }
 
 impl Strategy for FastestResponse {
     #[inline]
     fn pick(&self, members: &[Member], req: &PickRequest) -> usize {
-        let hl = self.half_life_ns;
-        lowest_score(members, &self.table, self.choice, req, |m, r| {
-            let latency = m.state.decayed_ewma_ns(r.now, hl);
-            latency * (1.0 + f64::from(m.state.inflight())) / f64::from(m.weight)
-        })
+        self.cost
+            .pick(members, &self.table, self.choice, req, BackendState::ewma)
     }
 }
 
@@ -94,11 +103,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unmeasured_backend_is_not_free() {
+        // Two members, one measured at 10 ms, one unmeasured with a request in flight: the
+        // unmeasured one costs 10 ms x 2 and loses (an unmeasured 0 would win every pick).
+        let m = members(&[1, 1]);
+        m[0].state.record_success(10_000_000, 1);
+        let _g = crate::balance::InflightGuard::new(m[1].state.clone(), 1);
+        let f = from_params(&serde_yaml::from_str("choice: all").unwrap()).unwrap();
+        let s = f.build(&m);
+        assert_eq!(s.pick(&m, &PickRequest { hash: 0, now: 2 }), 0);
+    }
+
+    #[test]
     fn a_once_slow_backend_is_tried_again_after_it_decays() {
         let m = members(&[1, 1]);
         m[0].state.record_success(400_000_000, 1); // slow once
         m[1].state.record_success(10_000_000, 1);
-        let f = from_params(&serde_yaml::from_str("{choice: all, decay: 1s}").unwrap()).unwrap();
+        let f = from_params(&serde_yaml::from_str("{choice: all, idle_decay: 200ms}").unwrap())
+            .unwrap();
         let s = f.build(&m);
         assert_eq!(s.pick(&m, &PickRequest { hash: 0, now: 2 }), 1);
         // Backend 1 keeps getting fresh samples; backend 0 gets none and decays.
@@ -112,6 +134,12 @@ mod tests {
             }
             m[1].state.record_success(10_000_000, now);
         }
+        // log2(390 / (10 / 16)) = 9.3 half-lives: about 1.9 s, then ties go either way.
         assert!(picked_slow, "the slow backend must be explored again");
+        assert!(
+            (1_800_000_000..=4_000_000_000).contains(&now),
+            "explored at {} ms",
+            now / 1_000_000
+        );
     }
 }

@@ -3,6 +3,7 @@
 pub mod adaptive;
 pub mod consistent_hash;
 pub mod fastest_response;
+mod latency;
 pub mod least_conn;
 pub mod random;
 pub mod ring;
@@ -17,15 +18,22 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
-    /// Power of two choices: two candidates drawn by weight, without replacement (default).
+    /// Power of two choices: two candidates drawn by weight, without replacement.
     #[default]
     P2c,
     /// Scan every member.
     All,
+    /// Scan every member up to [`SCAN_UP_TO`] members, power of two choices above.
+    Auto,
 }
 
-/// Pick the member with the lowest `score`: P2C over weighted draws, or a full scan that
-/// starts at a random offset so ties do not always favour the first member.
+/// Largest group that [`Choice::Auto`] scans in full. The scan of 16 members costs about as
+/// much as one P2C draw plus its two scores (`cargo bench --bench pick`, docs/performance.md),
+/// and sees the whole group instead of two of it.
+pub const SCAN_UP_TO: usize = 16;
+
+/// Pick the member with the lowest `score`: P2C over weighted draws, or a full scan
+/// ([`scan_lowest`]), as `choice` says.
 #[inline]
 pub(crate) fn lowest_score(
     members: &[Member],
@@ -38,8 +46,13 @@ pub(crate) fn lowest_score(
     if n == 1 {
         return 0;
     }
+    let choice = match choice {
+        Choice::Auto if n <= SCAN_UP_TO => Choice::All,
+        Choice::Auto => Choice::P2c,
+        c => c,
+    };
     match choice {
-        Choice::P2c => {
+        Choice::P2c | Choice::Auto => {
             let (a, b) = table.draw_two();
             if score(&members[b], req) < score(&members[a], req) {
                 b
@@ -47,20 +60,56 @@ pub(crate) fn lowest_score(
                 a
             }
         }
-        Choice::All => {
-            let start = fastrand::usize(..n);
-            let mut best = start;
-            let mut best_score = score(&members[start], req);
-            for i in 1..n {
-                let idx = (start + i) % n;
-                let s = score(&members[idx], req);
-                if s < best_score {
-                    best = idx;
-                    best_score = s;
-                }
+        Choice::All => scan_lowest(members, |m| score(m, req)),
+    }
+}
+
+/// The member with the lowest `score`, scanning all; ties are broken uniformly at random
+/// (the k-th member seen with the best score replaces the choice with probability 1/k).
+#[inline]
+pub(crate) fn scan_lowest(members: &[Member], score: impl Fn(&Member) -> f64) -> usize {
+    let mut best = 0;
+    let mut best_score = f64::INFINITY;
+    let mut ties = 0u32;
+    for (idx, m) in members.iter().enumerate() {
+        let s = score(m);
+        if s < best_score {
+            best = idx;
+            best_score = s;
+            ties = 1;
+        } else if s == best_score {
+            ties += 1;
+            if fastrand::u32(..ties) == 0 {
+                best = idx;
             }
-            best
         }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_scan_breaks_ties_uniformly() {
+        let m = test_support::members(&[1, 1, 1, 1]);
+        let table = WeightTable::new([1, 1, 1, 1]);
+        // Members 1 and 3 tie for the lowest score; 0 and 2 score higher.
+        let score = |m: &Member, _: &PickRequest| {
+            if m.state.addr().port() % 2 == 0 {
+                0.0
+            } else {
+                1.0
+            }
+        };
+        let mut counts = [0u32; 4];
+        for _ in 0..20_000 {
+            counts[lowest_score(&m, &table, Choice::All, &PickRequest::default(), score)] += 1;
+        }
+        assert_eq!(counts[0] + counts[2], 0);
+        let share = f64::from(counts[1]) / 20_000.0;
+        assert!((share - 0.5).abs() < 0.02, "{counts:?}");
     }
 }
 
