@@ -27,8 +27,27 @@ pub struct DevState {
     delay_ms: AtomicU64,
     status: AtomicU16,
     health_status: AtomicU16,
+    health_delay_ms: AtomicU64,
+    exponential: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     posts: AtomicU64,
+    /// Concurrency cap (0 = none) and the permits that enforce it (see [`DevState::set_capacity`]).
+    capacity: AtomicU32,
+    permits: Permits,
+}
+
+/// [`PERMITS`] permits; a request takes `PERMITS / capacity` of them, so at most `capacity`
+/// requests are served at once and the cap can change while requests wait (FIFO).
+#[derive(Debug)]
+struct Permits(tokio::sync::Semaphore);
+
+/// Divisible by every capacity from 1 to 16.
+const PERMITS: u32 = 720_720;
+
+impl Default for Permits {
+    fn default() -> Self {
+        Permits(tokio::sync::Semaphore::new(PERMITS as usize))
+    }
 }
 
 impl DevState {
@@ -61,9 +80,23 @@ impl DevState {
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Relaxed);
     }
+    /// Draw each answer's delay from an exponential distribution whose mean is the delay
+    /// (service times of a real server vary; fixed ones favour round robin unrealistically).
+    pub fn set_exponential_delay(&self, on: bool) {
+        self.exponential.store(on, Relaxed);
+    }
+    /// Delay `/healthz` answers (a slow host is slow for its health check too). Default none.
+    pub fn set_health_delay(&self, d: Duration) {
+        self.health_delay_ms.store(d.as_millis() as u64, Relaxed);
+    }
     /// Status of `/healthz`. Default 200.
     pub fn set_health_status(&self, status: u16) {
         self.health_status.store(status, Relaxed);
+    }
+    /// Serve at most `n` requests at once (1..=16; 0 = no cap); the others queue in arrival
+    /// order, as on a server with `n` worker threads.
+    pub fn set_capacity(&self, n: u32) {
+        self.capacity.store(n.min(16), Relaxed);
     }
     /// The server's name.
     pub fn name(&self) -> &str {
@@ -208,6 +241,10 @@ async fn handle_one(
         state.connections.fetch_add(1, Relaxed);
     }
     let (status, body) = if health {
+        let delay = state.health_delay_ms.load(Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         (state.health_status.load(Relaxed), "ok\n".to_string())
     } else if stats {
         (200, format!("{}\n", state.connections.load(Relaxed)))
@@ -218,9 +255,20 @@ async fn handle_one(
         }
         let now = state.inflight.fetch_add(1, Relaxed) + 1;
         state.max_inflight.fetch_max(now, Relaxed);
-        let delay = state.delay_ms.load(Relaxed);
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
+        let cap = state.capacity.load(Relaxed);
+        let _slot = match PERMITS.checked_div(cap) {
+            Some(share) => state.permits.0.acquire_many(share).await.ok(),
+            None => None,
+        };
+        let delay = Duration::from_millis(state.delay_ms.load(Relaxed));
+        let delay = if state.exponential.load(Relaxed) {
+            // -ln(U) for U in (0, 1]: exponential with mean 1, capped at 20 x the mean.
+            delay.mul_f64((-(1.0 - fastrand::f64()).ln()).min(20.0))
+        } else {
+            delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         state.inflight.fetch_sub(1, Relaxed);
         state.requests.fetch_add(1, Relaxed);
