@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-peers clean fuzz
+.PHONY: all deps build run test lint bench bench-balance bench-peers clean fuzz
 
 all: build
 
@@ -29,6 +29,12 @@ lint: deps
 ## Criterion benchmarks of the hot functions (strategy picks).
 bench: deps
 	$(CARGO) bench --locked --bench pick
+
+## Balancing quality: each strategy beside nginx and Envoy under slow, failing and saturated
+## backends, open loop (about 50 min; ARGS="--rounds 1 --scenarios 1,2" for less).
+## Envoy comes from ../shared/bench/setup.sh --with-gateways; a missing peer is left out.
+bench-balance: build
+	$(CARGO) bench --locked --bench balance -- $(ARGS)
 
 ## End-to-end comparison against nginx and minimal Pingora (needs ../shared/bench/setup.sh).
 bench-peers: build

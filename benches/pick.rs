@@ -1,5 +1,6 @@
-//! The pick of every strategy at 3 and 100 backends: `Selector::pick` with the same accept
-//! check the proxy uses (available and not yet tried). Target: <= 100 ns median.
+//! The pick of every strategy at 3, 16 (the largest group `choice: auto` scans in full) and 100
+//! backends: `Selector::pick` with the same accept check the proxy uses (available and not yet
+//! tried). Target: <= 100 ns median.
 //!
 //! `cargo bench --bench pick` (or `make bench`).
 
@@ -18,10 +19,14 @@ fn variants() -> Vec<(String, serde_yaml::Value)> {
         .iter()
         .map(|(n, _)| (n.to_string(), serde_yaml::Value::Null))
         .collect();
-    for n in ["least_conn", "fastest_response"] {
+    for (n, choice) in [
+        ("least_conn", "all"),
+        ("least_conn", "p2c"),
+        ("fastest_response", "all"),
+    ] {
         v.push((
-            format!("{n}(choice=all)"),
-            serde_yaml::from_str("choice: all").unwrap(),
+            format!("{n}(choice={choice})"),
+            serde_yaml::from_str(&format!("choice: {choice}")).unwrap(),
         ));
     }
     v
@@ -50,14 +55,14 @@ fn bench_picks(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(2));
     for (label, params) in variants() {
         let kind = label.split('(').next().unwrap().to_string();
-        for n in [3usize, 100] {
+        for n in [3usize, 16, 100] {
             let store = StateStore::new();
             let ms = members(n, &store);
             // A little load on a third of the backends, so scores differ.
             let _busy: Vec<InflightGuard> = ms
                 .iter()
                 .step_by(3)
-                .map(|m| InflightGuard::new(m.state.clone()))
+                .map(|m| InflightGuard::new(m.state.clone(), now_ns()))
                 .collect();
             let factory = build_strategy(&kind, &params).unwrap();
             let selector = Selector::new(ms, factory.as_ref());

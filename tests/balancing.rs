@@ -189,3 +189,52 @@ fn ip_hash_keeps_a_client_on_one_backend() {
         "one client, one backend: {seq:?}"
     );
 }
+
+/// Slow phase then recovery, sequential requests: the recovered backend must get `wanted`
+/// requests within `within`. Returns the requests it got in the slow phase (of 60).
+fn slow_then_recovered(strategy: &str, steady_ms: u64, wanted: u64, within: Duration) -> usize {
+    let b = Backends::start(&["steady", "flaky"]);
+    for (i, ms) in [(0, steady_ms), (1, 300)] {
+        b.state(i).set_delay(Duration::from_millis(ms));
+        b.state(i).set_health_delay(Duration::from_millis(ms));
+    }
+    let gw = Gateway::start(&one_upstream(&b, strategy, &[1, 1]));
+    let seq = sequence(&gw, 60);
+    let flaky_slow = seq.iter().filter(|s| *s == "flaky").count();
+    b.state(1).set_delay(Duration::from_millis(steady_ms));
+    b.state(1)
+        .set_health_delay(Duration::from_millis(steady_ms));
+    let before = b.requests(1);
+    let c = client();
+    let recovered = poll_until(within, || {
+        for _ in 0..10 {
+            get(&c, &gw.url("/"));
+        }
+        b.requests(1) - before >= wanted
+    });
+    assert!(
+        recovered,
+        "flaky got only {} requests within {within:?} of recovering ({strategy})",
+        b.requests(1) - before
+    );
+    flaky_slow
+}
+
+#[test]
+fn adaptive_sends_traffic_to_a_recovered_backend_again() {
+    // Nothing measures flaky but client requests: its estimate decays toward steady's with
+    // the default 150 ms half-life, it is tried, answers fast, and wins its share back.
+    let slow_phase = slow_then_recovered("adaptive", 0, 20, Duration::from_secs(10));
+    assert!(slow_phase < 15, "slow phase: flaky got {slow_phase} of 60");
+}
+
+#[test]
+fn health_probes_find_a_recovered_backend_without_client_requests() {
+    // A 60 s idle decay alone would take minutes to try flaky again. Every 100 ms the health
+    // probe measures it: 300 ms while it is slow (it stays out: at most the request or two
+    // sent before it was measured), then 20 ms like steady once it recovers.
+    let strategy = "{ kind: adaptive, idle_decay: 60s }\n    health_check: \
+                    { kind: http, path: /healthz, interval: 100ms, timeout: 2s }";
+    let slow_phase = slow_then_recovered(strategy, 20, 5, Duration::from_secs(6));
+    assert!(slow_phase <= 2, "slow phase: flaky got {slow_phase} of 60");
+}
