@@ -42,22 +42,15 @@ fn default_idle_decay() -> Dur {
 /// (default `150ms`, greater than 0).
 pub fn from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let p: Params = from_value(params)?;
-    if p.idle_decay.0.is_zero() {
-        return Err(PathError::at(
-            "idle_decay",
-            "must be greater than 0 (e.g. 150ms)",
-        ));
-    }
+    let default_ns = p.default_rtt.0.as_nanos() as f64;
     Ok(Arc::new(Factory {
-        default_rtt_ns: p.default_rtt.0.as_nanos() as f64,
-        idle_half_life_ns: p.idle_decay.0.as_nanos() as f64,
+        cost: LatencyCost::new(p.idle_decay, default_ns, false)?,
     }))
 }
 
 #[derive(Debug)]
 struct Factory {
-    default_rtt_ns: f64,
-    idle_half_life_ns: f64,
+    cost: LatencyCost,
 }
 
 impl StrategyFactory for Factory {
@@ -67,11 +60,7 @@ impl StrategyFactory for Factory {
     fn build(&self, members: &[Member]) -> Box<dyn Strategy> {
         Box::new(PeakEwma {
             table: WeightTable::new(members.iter().map(|m| m.weight)),
-            cost: LatencyCost {
-                idle_half_life_ns: self.idle_half_life_ns,
-                default_ns: self.default_rtt_ns,
-                per_weight: false,
-            },
+            cost: self.cost,
         })
     }
 }

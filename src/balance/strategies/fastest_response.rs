@@ -36,20 +36,11 @@ fn default_decay() -> Dur {
 /// Parameters: `choice: p2c | all | auto`, `idle_decay: <duration>` (default `150ms`, > 0).
 pub fn from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let p: Params = from_value(params)?;
-    if p.idle_decay.0.is_zero() {
-        return Err(PathError::at(
-            "idle_decay",
-            "must be greater than 0 (e.g. 150ms)",
-        ));
-    }
     Ok(Arc::new(Factory {
         choice: p.choice,
-        cost: LatencyCost {
-            idle_half_life_ns: p.idle_decay.0.as_nanos() as f64,
-            // Only compared with itself: with no samples anywhere, in-flight counts decide.
-            default_ns: 1e6,
-            per_weight: true,
-        },
+        // default_ns is only compared with itself: with no samples anywhere, in-flight
+        // counts decide.
+        cost: LatencyCost::new(p.idle_decay, 1e6, true)?,
     }))
 }
 

@@ -18,9 +18,11 @@
 //! Failures are recorded as 1 s samples by the proxy, so a backend that fails fast does not
 //! look fast.
 
-use super::{scan_lowest, Choice, SCAN_UP_TO};
+use super::{scan_lowest, Choice};
 use crate::balance::sample::WeightTable;
 use crate::balance::{BackendState, Member, PickRequest};
+use crate::config::duration::Dur;
+use crate::config::PathError;
 
 /// A stored estimate: latency (ns) and the time of its last sample; `None` before the first.
 pub(crate) type Estimate = Option<(f64, u64)>;
@@ -37,6 +39,21 @@ pub(crate) struct LatencyCost {
 }
 
 impl LatencyCost {
+    /// A cost with the `idle_decay` parameter checked (greater than 0).
+    pub fn new(idle_decay: Dur, default_ns: f64, per_weight: bool) -> Result<Self, PathError> {
+        if idle_decay.0.is_zero() {
+            return Err(PathError::at(
+                "idle_decay",
+                "must be greater than 0 (e.g. 150ms)",
+            ));
+        }
+        Ok(LatencyCost {
+            idle_half_life_ns: idle_decay.0.as_nanos() as f64,
+            default_ns,
+            per_weight,
+        })
+    }
+
     /// The latency to use for `m`, whose own estimate is `own`, against `typical` (ns).
     #[inline]
     pub fn latency(&self, m: &Member, own: Estimate, typical: f64, now: u64) -> f64 {
@@ -87,12 +104,7 @@ impl LatencyCost {
         if n == 1 {
             return 0;
         }
-        let scan = match choice {
-            Choice::All => true,
-            Choice::Auto => n <= SCAN_UP_TO,
-            Choice::P2c => false,
-        };
-        if scan {
+        if choice.scans(n) {
             // Typical: the estimate of a random measured member.
             let start = fastrand::usize(..n);
             let probe = (0..n).find_map(|i| estimate(&members[(start + i) % n].state));

@@ -27,6 +27,18 @@ pub enum Choice {
     Auto,
 }
 
+impl Choice {
+    /// Whether a pick among `n` members scans them all.
+    #[inline]
+    pub fn scans(self, n: usize) -> bool {
+        match self {
+            Choice::All => true,
+            Choice::Auto => n <= SCAN_UP_TO,
+            Choice::P2c => false,
+        }
+    }
+}
+
 /// Largest group that [`Choice::Auto`] scans in full. The scan of 16 members stays within the
 /// 100 ns pick budget (76-85 ns against P2C's 49 ns; 553 ns at 100 members: `cargo bench
 /// --bench pick`, docs/performance.md) and sees the whole group instead of two of it.
@@ -46,21 +58,14 @@ pub(crate) fn lowest_score(
     if n == 1 {
         return 0;
     }
-    let choice = match choice {
-        Choice::Auto if n <= SCAN_UP_TO => Choice::All,
-        Choice::Auto => Choice::P2c,
-        c => c,
-    };
-    match choice {
-        Choice::P2c | Choice::Auto => {
-            let (a, b) = table.draw_two();
-            if score(&members[b], req) < score(&members[a], req) {
-                b
-            } else {
-                a
-            }
-        }
-        Choice::All => scan_lowest(members, |m| score(m, req)),
+    if choice.scans(n) {
+        return scan_lowest(members, |m| score(m, req));
+    }
+    let (a, b) = table.draw_two();
+    if score(&members[b], req) < score(&members[a], req) {
+        b
+    } else {
+        a
     }
 }
 
