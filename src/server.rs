@@ -66,6 +66,10 @@ pub fn build_server(
     server.bootstrap();
 
     for (index, l) in snapshot.listeners.iter().enumerate() {
+        if l.protocol == Protocol::Tcp {
+            add_tcp_listener(&mut server, gateway, index, l);
+            continue;
+        }
         let name = format!("listener {}", l.name);
         let mut proxy = pingora::proxy::http_proxy(
             &server.configuration,
@@ -172,6 +176,34 @@ pub fn build_server(
         Housekeeping(Arc::clone(gateway)),
     ));
     server
+}
+
+/// A `protocol: tcp` listener: the L4 proxy app on a plain socket.
+fn add_tcp_listener(
+    server: &mut Server,
+    gateway: &Arc<Gateway>,
+    index: usize,
+    l: &crate::runtime::ListenerSpec,
+) {
+    let mut svc = Service::new(
+        format!("tcp listener {}", l.name),
+        crate::l4::TcpProxy::new(Arc::clone(gateway), index),
+    );
+    svc.add_tcp(&l.addr.to_string());
+    svc.set_connection_filter(Arc::new(ConnectionCounter(
+        gateway.metrics().downstream_connections(&l.name),
+    )));
+    server.add_service(svc);
+    let snapshot = gateway.snapshot();
+    let upstream = l
+        .tcp
+        .as_ref()
+        .map_or("", |t| &*snapshot.upstreams[t.upstream].name);
+    log::info!(
+        "listening for TCP on {} ({}, to upstream {upstream})",
+        l.addr,
+        l.name
+    );
 }
 
 /// A listener's deadlines from the live snapshot (a reload changes them for new connections).

@@ -75,7 +75,8 @@ impl KeySource {
     }
 }
 
-fn ip_bytes(client: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
+/// The bytes of `client` (4 or 16; none without an address): the client-IP hash key.
+pub fn ip_bytes(client: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
     match client {
         Some(IpAddr::V4(v4)) => {
             buf[..4].copy_from_slice(&v4.octets());

@@ -42,6 +42,9 @@ pub struct BackendState {
     label: Box<str>,
     id: u32,
     inflight: AtomicU32,
+    /// How many of the in-flight slots are timed requests (TCP connections hold untimed
+    /// slots: an hour-long session is not a slow answer).
+    timed: AtomicU32,
     /// Sum of the start times (µs since [`now_ns`]'s epoch) of the in-flight requests, so the
     /// mean age of what is outstanding is one division away.
     inflight_started_us: AtomicU64,
@@ -67,6 +70,7 @@ impl BackendState {
             label: addr.to_string().into_boxed_str(),
             id,
             inflight: AtomicU32::new(0),
+            timed: AtomicU32::new(0),
             inflight_started_us: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             probed: AtomicBool::new(false),
@@ -105,7 +109,7 @@ impl BackendState {
         self.id
     }
 
-    /// Requests currently being served by this backend.
+    /// Requests and TCP connections currently being served by this backend.
     #[inline]
     pub fn inflight(&self) -> u32 {
         self.inflight.load(Relaxed)
@@ -117,7 +121,7 @@ impl BackendState {
     /// request for an instant (an age a little too small); it never panics or goes negative.
     #[inline]
     pub fn outstanding_age_ns(&self, now: u64) -> f64 {
-        let n = u64::from(self.inflight.load(Acquire));
+        let n = u64::from(self.timed.load(Acquire));
         if n == 0 {
             return 0.0;
         }
@@ -263,23 +267,63 @@ impl BackendState {
 }
 
 /// Holds one in-flight slot on a backend; dropping it (on success, error or client abort)
-/// releases the slot.
+/// releases the slot, and wakes one waiter of `release` if set (a connection queue).
 #[derive(Debug)]
 pub struct InflightGuard {
     state: Arc<BackendState>,
-    started_us: u64,
+    /// Start time in µs, or `None` for an untimed slot (a TCP connection).
+    started_us: Option<u64>,
+    release: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl InflightGuard {
     /// Take an in-flight slot on `state` for a request sent at `now` ([`now_ns`]).
     #[inline]
     pub fn new(state: Arc<BackendState>, now: u64) -> Self {
+        state.inflight.fetch_add(1, Relaxed);
+        Self::timed(state, now)
+    }
+
+    /// Take a slot on `state` only while fewer than `cap` are taken (`cap` 0: no limit);
+    /// `timed_at` is the request's start ([`now_ns`]), `None` for a TCP connection.
+    #[inline]
+    pub fn try_new(state: &Arc<BackendState>, cap: u32, timed_at: Option<u64>) -> Option<Self> {
+        if cap == 0 {
+            state.inflight.fetch_add(1, Relaxed);
+        } else {
+            state
+                .inflight
+                .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
+                .ok()?;
+        }
+        let state = Arc::clone(state);
+        Some(match timed_at {
+            Some(now) => Self::timed(state, now),
+            None => InflightGuard {
+                state,
+                started_us: None,
+                release: None,
+            },
+        })
+    }
+
+    fn timed(state: Arc<BackendState>, now: u64) -> Self {
         let started_us = now / 1_000;
         // Start time first, then the count with Release: a reader that sees the count (with
         // Acquire) sees the start time too, so the mean start is never pulled toward zero.
         state.inflight_started_us.fetch_add(started_us, Relaxed);
-        state.inflight.fetch_add(1, Release);
-        InflightGuard { state, started_us }
+        state.timed.fetch_add(1, Release);
+        InflightGuard {
+            state,
+            started_us: Some(started_us),
+            release: None,
+        }
+    }
+
+    /// Wake one waiter of `notify` when this slot is released.
+    pub fn notify_on_release(mut self, notify: Arc<tokio::sync::Notify>) -> Self {
+        self.release = Some(notify);
+        self
     }
 
     /// The backend this slot is on.
@@ -294,10 +338,16 @@ impl Drop for InflightGuard {
     fn drop(&mut self) {
         // Count first: a racing reader may see one start too many (an age a little too
         // small for an instant), never one too few.
+        if let Some(started_us) = self.started_us {
+            self.state.timed.fetch_sub(1, Relaxed);
+            self.state
+                .inflight_started_us
+                .fetch_sub(started_us, Relaxed);
+        }
         self.state.inflight.fetch_sub(1, Relaxed);
-        self.state
-            .inflight_started_us
-            .fetch_sub(self.started_us, Relaxed);
+        if let Some(n) = &self.release {
+            n.notify_one();
+        }
     }
 }
 

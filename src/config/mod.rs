@@ -9,6 +9,7 @@ pub mod duration;
 pub mod error;
 pub mod locate;
 pub mod model;
+pub mod tcp;
 
 pub use error::{ConfigError, ConfigErrors, PathError};
 pub use model::Config;

@@ -117,7 +117,7 @@ pub struct ListenerConfig {
     pub name: String,
     /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
     pub address: String,
-    /// `http` (default) or `https`; `tcp` is reserved for L4 proxying.
+    /// `http` (default), `https`, or `tcp` (L4 proxying to `upstream`).
     #[serde(default)]
     pub protocol: Protocol,
     /// Certificates, for `https` (required there, refused elsewhere).
@@ -136,6 +136,18 @@ pub struct ListenerConfig {
     /// Client address and forwarded headers (see [`super::client::ForwardedConfig`]).
     #[serde(default)]
     pub forwarded: super::client::ForwardedConfig,
+    /// `tcp` listeners: the upstream every connection goes to (required there only).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// `tcp` listeners: limits and timeouts (see [`super::tcp::TcpOptions`]).
+    #[serde(default)]
+    pub tcp: Option<super::tcp::TcpOptions>,
+    /// `tcp` listeners: filters with only `accept_backend`/`on_outcome` hooks (a circuit breaker).
+    #[serde(default)]
+    pub filters: Vec<FilterSpec>,
+    /// Accept a PROXY protocol header from trusted peers (any protocol).
+    #[serde(default)]
+    pub proxy_protocol: Option<super::tcp::ProxyAcceptConfig>,
 }
 
 /// The certificates of an HTTPS listener.
@@ -289,6 +301,16 @@ pub struct UpstreamConfig {
     /// knowledge without TLS, which is what gRPC backends speak).
     #[serde(default = "default_http_version")]
     pub http_version: u8,
+    /// Most requests (HTTP) or connections (TCP) one backend serves at once. Default: no cap.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Waiting room while every eligible backend is at `max_connections`.
+    #[serde(default)]
+    pub queue: super::tcp::QueueConfig,
+    /// Send a PROXY protocol header (`v1` or `v2`) on every new backend connection
+    /// (TCP listeners only).
+    #[serde(default)]
+    pub send_proxy_protocol: Option<super::tcp::ProxyVersion>,
 }
 
 fn default_http_version() -> u8 {

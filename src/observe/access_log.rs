@@ -64,6 +64,31 @@ pub struct AccessLogEntry<'a> {
     pub attempts: u8,
 }
 
+/// The fields of one TCP connection's line.
+#[derive(Debug, Default)]
+pub struct TcpLogEntry<'a> {
+    /// When the connection was accepted.
+    pub time: Option<SystemTime>,
+    /// The TCP listener.
+    pub listener: &'a str,
+    /// Client address (from a PROXY header when one was accepted).
+    pub client: Option<SocketAddr>,
+    /// Upstream.
+    pub upstream: &'a str,
+    /// Backend connected to ("" when none).
+    pub backend: &'a str,
+    /// Lifetime in microseconds.
+    pub duration_us: u64,
+    /// Client to backend bytes.
+    pub bytes_in: u64,
+    /// Backend to client bytes.
+    pub bytes_out: u64,
+    /// Backends tried.
+    pub attempts: u32,
+    /// How it ended (`closed`, `error`, `idle_timeout`, `queue_full`...).
+    pub end: &'a str,
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
@@ -115,11 +140,20 @@ impl AccessLog {
 
     /// Record one request.
     pub fn log(&self, e: &AccessLogEntry<'_>) {
+        self.append(|line| format_entry(line, e));
+    }
+
+    /// Record one closed TCP connection.
+    pub fn log_tcp(&self, e: &TcpLogEntry<'_>) {
+        self.append(|line| format_tcp_entry(line, e));
+    }
+
+    fn append(&self, format: impl FnOnce(&mut Vec<u8>)) {
         let Some(sink) = &self.sink else { return };
         SCRATCH.with(|scratch| {
             let mut line = scratch.borrow_mut();
             line.clear();
-            format_entry(&mut line, e);
+            format(&mut line);
             let full = {
                 let mut buf = sink.buf.lock().unwrap_or_else(|p| p.into_inner());
                 buf.extend_from_slice(&line);
@@ -199,6 +233,33 @@ fn format_entry(out: &mut Vec<u8>, e: &AccessLogEntry<'_>) {
     out.extend_from_slice(n.format(e.bytes_out).as_bytes());
     out.extend_from_slice(b",\"attempts\":");
     out.extend_from_slice(n.format(e.attempts).as_bytes());
+    out.extend_from_slice(b"}\n");
+}
+
+fn format_tcp_entry(out: &mut Vec<u8>, e: &TcpLogEntry<'_>) {
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"time\":\"");
+    write_rfc3339(out, e.time.unwrap_or_else(SystemTime::now));
+    out.extend_from_slice(b"\",\"kind\":\"tcp\",\"listener\":");
+    json_str(out, e.listener);
+    out.extend_from_slice(b",\"client\":\"");
+    if let Some(c) = e.client {
+        write_socket_addr(out, c);
+    }
+    out.extend_from_slice(b"\",\"upstream\":");
+    json_str(out, e.upstream);
+    out.extend_from_slice(b",\"backend\":");
+    json_str(out, e.backend);
+    out.extend_from_slice(b",\"duration_ms\":");
+    write_millis(out, e.duration_us);
+    out.extend_from_slice(b",\"bytes_in\":");
+    out.extend_from_slice(n.format(e.bytes_in).as_bytes());
+    out.extend_from_slice(b",\"bytes_out\":");
+    out.extend_from_slice(n.format(e.bytes_out).as_bytes());
+    out.extend_from_slice(b",\"attempts\":");
+    out.extend_from_slice(n.format(e.attempts).as_bytes());
+    out.extend_from_slice(b",\"end\":");
+    json_str(out, e.end);
     out.extend_from_slice(b"}\n");
 }
 

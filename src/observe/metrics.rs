@@ -62,6 +62,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// Config generation currently serving.
     pub config_generation: IntGauge,
+    l4: super::l4_metrics::L4Metrics,
 }
 
 thread_local! {
@@ -102,6 +103,7 @@ impl Metrics {
             .register(Box::new(config_generation.clone()))
             .expect("metric registered once");
         Arc::new(Metrics {
+            l4: super::l4_metrics::L4Metrics::new(&registry),
             requests: counter_vec(
                 &registry,
                 "portcullis_requests_total",
@@ -169,6 +171,11 @@ impl Metrics {
         if let Err(e) = self.registry.register(Box::new(collector)) {
             log::error!("cannot register backend gauges: {e}");
         }
+    }
+
+    /// The TCP listener and connection-queue metrics.
+    pub fn l4(&self) -> &super::l4_metrics::L4Metrics {
+        &self.l4
     }
 
     /// The registry (to register plugin metrics in).

@@ -60,7 +60,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
                 format!("duplicate upstream name `{}`", u.name),
             ));
         }
-        match compile_upstream(u, cx.store, cx.strategies) {
+        match compile_upstream(u, cx) {
             Ok(up) => upstreams.push(Arc::new(up)),
             Err(errs) => errors.extend(errs.into_iter().map(|e| e.under(&path))),
         }
@@ -129,6 +129,9 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         }
     }
 
+    let mut listeners = listeners;
+    compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
+
     let metrics_addr = cfg.metrics.as_ref().and_then(|m| {
         parse_listen_addr(&m.address)
             .map_err(|e| errors.push(PathError::at("metrics.address", e)))
@@ -173,6 +176,42 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         server: cfg.server.clone(),
     };
     Ok(Snapshot::new(compiled, upstreams))
+}
+
+/// Attach upstream, limits and filters to every `tcp` listener.
+fn compile_tcp_listeners(
+    cfg: &Config,
+    listeners: &mut [ListenerSpec],
+    cx: &CompileContext<'_>,
+    errors: &mut Vec<PathError>,
+) {
+    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if l.protocol != Protocol::Tcp {
+            continue;
+        }
+        // The scope names the listener: a breaker's state is per listener, as per route.
+        let scope = format!("listener:{}", l.name);
+        let build = BuildContext::new(
+            Scope::Route(&scope),
+            &names,
+            cx.plugin_metrics,
+            cx.persistent,
+            cx.generation,
+        )
+        .with_ejector(Arc::clone(cx.ejector));
+        match super::tcp::compile_tcp(l, &names, cx.filters, &build) {
+            Ok(spec) => {
+                if let Some(out) = listeners.iter_mut().find(|o| o.name == l.name) {
+                    out.tcp = Some(Arc::new(spec));
+                }
+            }
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| e.under(&format!("listeners[{i}]"))),
+            ),
+        }
+    }
 }
 
 fn list_or_none(names: &[&str]) -> String {
@@ -228,12 +267,25 @@ fn compile_listeners(
                 format!("{path}.tls"),
                 "only allowed with `protocol: https`",
             )),
-            (Protocol::Http, None) => {}
-            (Protocol::Tcp, _) => errors.push(PathError::at(
-                format!("{path}.protocol"),
-                "protocol `tcp` is not supported yet (allowed: http, https)",
+            (Protocol::Http | Protocol::Tcp, None) => {}
+            (Protocol::Tcp, Some(_)) => errors.push(PathError::at(
+                format!("{path}.tls"),
+                "a tcp listener passes TLS through untouched; remove `tls`",
             )),
         }
+        for key in super::tcp::tcp_only_keys(l) {
+            errors.push(PathError::at(
+                format!("{path}.{key}"),
+                "only allowed with `protocol: tcp`",
+            ));
+        }
+        let proxy = l.proxy_protocol.as_ref().and_then(|p| {
+            super::tcp::compile_proxy_accept(p)
+                .map_err(|e| errors.push(e.under(&format!("{path}.proxy_protocol"))))
+                .ok()
+                .flatten()
+                .map(Arc::new)
+        });
         let policy = super::listener::compile_policy(l).unwrap_or_else(|errs| {
             errors.extend(errs.into_iter().map(|e| e.under(&path)));
             Default::default()
@@ -252,6 +304,8 @@ fn compile_listeners(
                     protocol: l.protocol,
                     http2: l.http2.unwrap_or(l.protocol == Protocol::Https),
                     policy: Arc::new(policy),
+                    tcp: None,
+                    proxy,
                 });
             }
             Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),
@@ -354,9 +408,9 @@ pub fn resolve_backend_addr(s: &str) -> Result<SocketAddr, String> {
 
 fn compile_upstream(
     u: &UpstreamConfig,
-    store: &StateStore,
-    strategies: &StrategyRegistry,
+    cx: &CompileContext<'_>,
 ) -> Result<Upstream, Vec<PathError>> {
+    let (store, strategies) = (cx.store, cx.strategies);
     let mut errors = Vec::new();
     if u.name.is_empty() {
         errors.push(PathError::at("name", "must not be empty"));
@@ -441,6 +495,7 @@ fn compile_upstream(
     let retry = RetryPolicy::compile(&u.retry)
         .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("retry"))))
         .ok();
+    let admission = compile_admission(u, cx.metrics, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -456,7 +511,37 @@ fn compile_upstream(
     )
     .with_tls(tls.as_ref())
     .with_http2(u.http_version == 2);
-    Ok(Upstream::new(
-        &u.name, factory, backends, conn, retry, health,
-    ))
+    Ok(
+        Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
+            .with_send_proxy(u.send_proxy_protocol),
+    )
+}
+
+/// The per-backend cap and its queue.
+fn compile_admission(
+    u: &UpstreamConfig,
+    metrics: &Metrics,
+    errors: &mut Vec<PathError>,
+) -> super::admission::Admission {
+    let cap = u.max_connections.unwrap_or(0);
+    if u.max_connections.is_some() && !(1..=1_000_000).contains(&cap) {
+        errors.push(PathError::at(
+            "max_connections",
+            format!("must be between 1 and 1000000, got {cap} (leave it out for no cap)"),
+        ));
+    }
+    let q = &u.queue;
+    if q.size > 1_000_000 {
+        errors.push(PathError::at(
+            "queue.size",
+            format!("must be between 0 and 1000000, got {}", q.size),
+        ));
+    }
+    if q.timeout.0.is_zero() || q.timeout.0 > std::time::Duration::from_secs(3600) {
+        errors.push(PathError::at(
+            "queue.timeout",
+            format!("must be between 1ms and 1h, got {:?}", q.timeout.0),
+        ));
+    }
+    super::admission::Admission::new(cap, q.size, q.timeout.0, metrics.l4().queue(&u.name))
 }

@@ -1,10 +1,12 @@
 //! The compiled, immutable runtime config ("snapshot") and how a config file becomes one.
 
+pub mod admission;
 pub mod compile;
 pub mod listener;
 pub mod retry;
 pub mod router;
 pub mod snapshot;
+pub mod tcp;
 pub mod upstream;
 
 pub use compile::{compile, CompileContext};

@@ -24,6 +24,10 @@ pub struct ListenerSpec {
     pub http2: bool,
     /// Path normalisation, client deadlines and limits, forwarded headers.
     pub policy: Arc<super::listener::ClientPolicy>,
+    /// For `tcp` listeners: upstream, limits, timeouts and filters.
+    pub tcp: Option<Arc<super::tcp::TcpSpec>>,
+    /// Who may send a PROXY protocol header (`None`: nobody, none is read).
+    pub proxy: Option<Arc<super::tcp::ProxyAccept>>,
 }
 
 impl PartialEq for ListenerSpec {
@@ -91,10 +95,12 @@ impl Compiled {
     /// Every filter instance of every route (the global ones appear once per route), for
     /// housekeeping.
     pub fn filters(&self) -> impl Iterator<Item = &crate::filters::chain::Entry> {
+        let tcp = self.listeners.iter().filter_map(|l| l.tcp.as_ref());
         self.router
             .routes()
             .iter()
             .flat_map(|r| r.filters.all.iter())
+            .chain(tcp.flat_map(|t| t.filters.all.iter()))
     }
 }
 

@@ -113,6 +113,10 @@ pub struct Upstream {
     pub retry: Arc<RetryPolicy>,
     /// Active health check, if configured.
     pub health: Option<HealthSpec>,
+    /// Per-backend cap and its queue (shared by every membership version of this config).
+    pub admission: Arc<super::admission::Admission>,
+    /// PROXY protocol header sent on new backend connections (TCP listeners).
+    pub send_proxy: Option<crate::config::tcp::ProxyVersion>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -141,6 +145,7 @@ impl Upstream {
         conn: Connection,
         retry: RetryPolicy,
         health: Option<HealthSpec>,
+        admission: super::admission::Admission,
     ) -> Self {
         let key = factory.key_source().cloned();
         let selector = select(&backends, factory.as_ref(), &none_ejected);
@@ -155,7 +160,24 @@ impl Upstream {
             conn: Arc::new(conn),
             retry: Arc::new(retry),
             health,
+            admission: Arc::new(admission),
+            send_proxy: None,
         }
+    }
+
+    /// Send this PROXY protocol header on new backend connections.
+    pub fn with_send_proxy(mut self, v: Option<crate::config::tcp::ProxyVersion>) -> Self {
+        self.send_proxy = v;
+        self
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.conn
+            .peer
+            .options
+            .connection_timeout
+            .unwrap_or(Duration::from_secs(5))
     }
 
     /// This upstream with `backends` as its members, selecting over those that are healthy,
@@ -172,6 +194,8 @@ impl Upstream {
             conn: Arc::clone(&self.conn),
             retry: Arc::clone(&self.retry),
             health: self.health.clone(),
+            admission: Arc::clone(&self.admission),
+            send_proxy: self.send_proxy,
         }
     }
 
