@@ -51,6 +51,10 @@ pub enum LocalReason {
     Filter,
     /// Filters refused every available backend (e.g. all circuits open).
     Vetoed,
+    /// Every eligible backend was at `max_connections` and the queue was full.
+    QueueFull,
+    /// No backend slot freed within the queue timeout.
+    QueueTimeout,
     /// Refused before routing: a limit, or a path that cannot be normalised.
     Refused,
     /// The backend's answer was refused (e.g. an unsolicited 101).

@@ -23,6 +23,18 @@ pub fn answer(
                 )),
             )
         }
+        (Some(r @ (LocalReason::QueueFull | LocalReason::QueueTimeout)), _) => {
+            let (name, a) = upstream.map_or(("", None), |u| (&*u.name, Some(&u.admission)));
+            let (cap, size, timeout) = a.map_or((0, 0, Default::default()), |a| {
+                (a.cap, a.queue_size, a.timeout)
+            });
+            let why = if r == LocalReason::QueueFull {
+                format!("every backend of upstream {name} is at max_connections ({cap}) and the queue is full ({size} waiting)\n")
+            } else {
+                format!("no backend of upstream {name} had a free slot (max_connections {cap}) within the queue timeout ({timeout:?})\n")
+            };
+            (503, Bytes::from(why))
+        }
         (Some(LocalReason::NoBackend), _) => {
             let why = upstream.map_or_else(String::new, |u| u.why_none());
             (503, Bytes::from(why + "\n"))

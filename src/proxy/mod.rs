@@ -16,12 +16,13 @@ pub mod context;
 mod errors;
 pub mod guard;
 mod outcome;
+mod pick;
 pub mod request_id;
 pub mod respond;
 
 pub use context::{LocalReason, RequestCtx};
 
-use crate::balance::{now_ns, InflightGuard, PickRequest};
+use crate::balance::now_ns;
 use crate::filters::headers::{RequestHeaders, ResponseHeaders};
 use crate::gateway::Gateway;
 use crate::observe::labels::{method_index, status_class};
@@ -36,8 +37,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use portcullis_plugin::{AttemptError, Candidate, Decision, RequestView};
-use std::cell::Cell;
+use portcullis_plugin::{AttemptError, Decision, RequestView};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -221,14 +221,15 @@ impl ProxyHttp for Proxy {
         let up = upstream_of(ctx)
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
+        // A pooled connection the backend had closed: the same backend again, same slot.
         let reuse = if ctx.retry_same {
             ctx.retry_same = false;
-            ctx.backend.as_ref().map(|g| Arc::clone(g.state()))
+            ctx.backend.take()
         } else {
             None
         };
-        let state = match reuse {
-            Some(s) => s,
+        let slot = match reuse {
+            Some(slot) => slot,
             None => {
                 if ctx.tried.count() == 0 {
                     up.retry.on_request(now_ns());
@@ -238,60 +239,13 @@ impl ProxyHttp for Proxy {
                         tokio::time::sleep(wait).await;
                     }
                 }
-                let hash = match up.key_source() {
-                    Some(key) => {
-                        let mut buf = [0u8; 16];
-                        crc32fast::hash(key.extract(session.req_header(), ctx.client_ip, &mut buf))
-                    }
-                    None => 0,
-                };
-                let pick = PickRequest {
-                    hash,
-                    now: now_ns(),
-                };
-                let tried = &ctx.tried;
-                let accept_filters =
-                    route_of(ctx).map_or(&[][..], |r| &r.filters.accept_backend[..]);
-                let vetoed_by = Cell::new(None);
-                let size = up.size();
-                let picked = up.pick(&pick, |s| {
-                    if tried.contains(s.id()) {
-                        return false;
-                    }
-                    let c = Candidate {
-                        addr: s.addr(),
-                        upstream: &up.name,
-                        upstream_size: size,
-                    };
-                    match accept_filters.iter().find(|e| !e.filter.accept_backend(&c)) {
-                        Some(e) => {
-                            vetoed_by.set(Some(&e.kind));
-                            false
-                        }
-                        None => true,
-                    }
-                });
-                match picked {
-                    Some(s) => s,
-                    None => {
-                        if let Some(kind) = vetoed_by.get() {
-                            ctx.vetoed_by = Some(Arc::clone(kind));
-                            ctx.local = Some(LocalReason::Vetoed);
-                        } else if ctx.tried.count() == 0 {
-                            ctx.local = Some(LocalReason::NoBackend);
-                        }
-                        return Err(Error::explain(
-                            ErrorType::HTTPStatus(503),
-                            format!("no available backend in upstream {}", up.name),
-                        ));
-                    }
-                }
+                pick::take_backend(session, ctx, &up).await?
             }
         };
-        ctx.tried.push(state.id());
+        ctx.tried.push(slot.state().id());
         ctx.attempt_started_ns = now_ns();
-        let peer = up.peer_for(state.addr());
-        ctx.backend = Some(InflightGuard::new(state, ctx.attempt_started_ns));
+        let peer = up.peer_for(slot.state().addr());
+        ctx.backend = Some(slot);
         Ok(Box::new(peer))
     }
 
