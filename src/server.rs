@@ -101,6 +101,14 @@ pub fn build_server(
                     tls.enable_h2();
                 }
                 svc.add_tls_with_settings(&l.addr.to_string(), None, tls);
+                if let Some(p) = &l.proxy {
+                    // The header comes before the TLS handshake. The set of trusted peers is
+                    // the one at start (changing it for HTTPS needs a graceful upgrade).
+                    svc.endpoints()
+                        .set_pre_tls_callback(Arc::new(crate::l4::PreTlsProxyHeader(Arc::clone(
+                            p,
+                        ))));
+                }
             }
             _ => svc.add_tcp(&l.addr.to_string()),
         }
@@ -218,6 +226,11 @@ impl DeadlineSource for ListenerDeadlines {
             .snapshot()
             .listener_policy(self.index)
             .deadlines
+    }
+
+    fn proxy(&self) -> Option<Arc<crate::runtime::tcp::ProxyAccept>> {
+        let snapshot = self.gateway.snapshot();
+        snapshot.listeners.get(self.index)?.proxy.clone()
     }
 }
 

@@ -73,27 +73,30 @@ async fn client_of(
     stream: &mut Stream,
     proxy: Option<&ProxyAccept>,
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>), String> {
+    if let Some(p) = proxy {
+        proxy_protocol::accept(&mut **stream, &|ip| p.trusts(ip), p.timeout).await?;
+    }
     let digest = stream.get_socket_digest();
     let peer = inet(digest.as_ref().and_then(|d| d.peer_addr()));
     let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
-    let Some(p) = proxy else {
-        return Ok((peer, local));
-    };
-    match peer {
-        Some(a) if p.trusts(a.ip()) => {}
-        _ => return Err(format!("PROXY header from untrusted peer {peer:?}")),
-    }
-    match tokio::time::timeout(p.timeout, proxy_protocol::read_header(stream)).await {
-        Err(_) => Err(format!(
-            "no PROXY header from {peer:?} within {:?}",
-            p.timeout
-        )),
-        Ok(Err(e)) => Err(format!("{e} (from {peer:?})")),
-        Ok(Ok(proxy_protocol::Header::Local)) => Ok((peer, local)),
-        Ok(Ok(proxy_protocol::Header::Proxied {
-            source,
-            destination,
-        })) => Ok((Some(source), Some(destination))),
+    Ok((peer, local))
+}
+
+/// The PROXY header read before the TLS handshake of an HTTPS listener.
+pub struct PreTlsProxyHeader(pub Arc<ProxyAccept>);
+
+#[async_trait]
+impl pingora::listeners::PreTlsProcess for PreTlsProxyHeader {
+    async fn process(
+        &self,
+        stream: &mut pingora::protocols::l4::stream::Stream,
+    ) -> pingora::Result<()> {
+        proxy_protocol::accept(stream, &|ip| self.0.trusts(ip), self.0.timeout)
+            .await
+            .map_err(|why| {
+                log::warn!("refused a connection: {why}");
+                pingora::Error::explain(pingora::ErrorType::AcceptError, why)
+            })
     }
 }
 

@@ -5,7 +5,9 @@
 //! bytes, as the spec bounds it), version 2 exactly by its length field (at most
 //! [`MAX_V2_LEN`] bytes of addresses and TLVs, which are skipped).
 
+use pingora::protocols::{GetSocketDigest, SocketDigest, UniqueID};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The version 2 signature.
@@ -44,7 +46,7 @@ fn bad<T>(why: impl Into<String>) -> Result<T, Malformed> {
 }
 
 /// Read one header (v1 or v2) from `r`.
-pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Header, Malformed> {
+pub async fn read_header<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Header, Malformed> {
     let io = |e: std::io::Error| Malformed(format!("connection ended in the header ({e})"));
     let mut head = [0u8; 12];
     r.read_exact(&mut head).await.map_err(io)?;
@@ -70,6 +72,46 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Header, Malf
         line.push(r.read_u8().await.map_err(io)?);
     }
     parse_v1(&line)
+}
+
+/// Read the PROXY header a trusted load balancer sends first, and make the address it names
+/// the connection's peer (and its destination the local address), so that filters, logs and
+/// keyed strategies see the real client. A `LOCAL` header keeps the socket's addresses. Any
+/// protocol: TCP listeners, plain HTTP, and HTTPS before the TLS handshake.
+pub async fn accept<S>(
+    stream: &mut S,
+    trusts: &(dyn Fn(IpAddr) -> bool + Sync),
+    timeout: Duration,
+) -> Result<(), String>
+where
+    S: AsyncRead + GetSocketDigest + UniqueID + Unpin + ?Sized,
+{
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()));
+    match peer {
+        Some(a) if trusts(a.ip()) => {}
+        _ => {
+            return Err(format!(
+                "PROXY header expected from a trusted peer, not {peer:?}"
+            ))
+        }
+    }
+    let header = tokio::time::timeout(timeout, read_header(stream))
+        .await
+        .map_err(|_| format!("no PROXY header from {peer:?} within {timeout:?}"))?
+        .map_err(|e| format!("{e} (from {peer:?})"))?;
+    if let Header::Proxied {
+        source,
+        destination,
+    } = header
+    {
+        let digest = SocketDigest::from_raw_fd(stream.id());
+        let _ = digest.peer_addr.set(Some(source.into()));
+        let _ = digest.local_addr.set(Some(destination.into()));
+        stream.set_socket_digest(digest);
+    }
+    Ok(())
 }
 
 /// Parse a whole version 1 line (`\r\n` included).

@@ -47,7 +47,15 @@ const TIMEOUT_408: &[u8] =
 pub trait DeadlineSource: Send + Sync + 'static {
     /// The deadlines for a new connection.
     fn deadlines(&self) -> Deadlines;
+
+    /// Who may send a PROXY protocol header first (`None`: none is read).
+    fn proxy(&self) -> Option<Arc<crate::runtime::tcp::ProxyAccept>> {
+        None
+    }
 }
+
+/// The answer to a plain-HTTP connection whose PROXY header is refused.
+const PROXY_REFUSED: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 64\r\nConnection: close\r\n\r\nthis listener needs a PROXY protocol header from a trusted peer\n";
 
 /// A stream with a deadline per phase. See the module documentation.
 pub struct GuardedStream {
@@ -322,6 +330,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientGuard<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let limits = self.source.deadlines();
+        if stream.get_ssl_digest().is_none() {
+            if let Some(p) = self.source.proxy() {
+                let trusts = |ip| p.trusts(ip);
+                if let Err(why) =
+                    crate::l4::proxy_protocol::accept(&mut *stream, &trusts, p.timeout).await
+                {
+                    log::warn!("refused a connection: {why}");
+                    use tokio::io::AsyncWriteExt;
+                    let _ = stream.write_all(PROXY_REFUSED).await;
+                    let _ = stream.flush().await;
+                    return None;
+                }
+            }
+        }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.inner.process_new(stream, shutdown).await;
         }
