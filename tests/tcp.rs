@@ -462,3 +462,57 @@ fn tcp_listener_config_errors_name_the_key_and_what_is_allowed() {
         assert!(out.contains("FILE:"), "located: {out}");
     }
 }
+
+#[test]
+fn health_checks_and_backups_decide_who_gets_new_connections() {
+    let (a, b) = (echo_process("a"), echo("b", false, 0));
+    let port = free_port();
+    let up = format!(
+        "    health_check: {{ kind: tcp, interval: 100ms, timeout: 500ms, unhealthy_threshold: 1 }}\n"
+    );
+    let yaml = config(port, &[a.1], &up, "    tcp: { connect_attempts: 1 }\n").replace(
+        &format!("      - address: \"{}\"\n", a.1),
+        &format!("      - address: \"{}\"\n      - {{ address: \"{}\", backup: true }}\n", a.1, b.addr()),
+    );
+    let gw = Gateway::start(&yaml);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_bound(addr);
+    assert!(open(addr).1.starts_with("a "), "the primary serves while healthy");
+    support::signal(a.0.pid(), "KILL");
+    let backend = a.1.to_string();
+    assert!(poll_until(WAIT, || {
+        gw.metric_sum("portcullis_backend_healthy", &[("backend", &backend)]) == 0.0
+    }), "the health check saw the primary go");
+    // One attempt only: the backup answers because it is the member now, not by failover.
+    for _ in 0..3 {
+        assert!(open(addr).1.starts_with("b "));
+    }
+}
+
+#[test]
+fn a_circuit_breaker_on_the_listener_ejects_a_backend_that_refuses_connections() {
+    let dead = support::DeadPort::new();
+    let dead_addr: SocketAddr = format!("127.0.0.1:{}", dead.port).parse().unwrap();
+    let b = echo("b", false, 0);
+    let listener = "    filters: [{ kind: circuit_breaker, consecutive_failures: 1, open_time: 1m }]\n";
+    let (gw, addr) = gateway(&[dead_addr, b.addr()], "", listener);
+    for _ in 0..10 {
+        assert!(open(addr).1.starts_with("b "), "failover and then ejection keep serving from b");
+    }
+    let errors = gw.metric_sum("portcullis_upstream_connect_errors_total", &[("backend", &dead_addr.to_string())]);
+    assert!((1.0..=2.0).contains(&errors), "{errors} connect errors: round robin alone would try the dead one 5 times");
+}
+
+#[test]
+fn sigterm_lets_open_connections_finish_within_the_grace_period() {
+    let a = echo("a", false, 0);
+    let (mut gw, addr) = gateway(&[a.addr()], "", "");
+    let (mut s, _) = open(addr);
+    gw.signal("TERM");
+    // The listener stops accepting at once; the open connection still works.
+    assert!(poll_until(WAIT, || TcpStream::connect(addr).is_err()), "still accepting after SIGTERM");
+    assert!(still_echoes(&mut s), "cut at SIGTERM instead of after the grace period");
+    assert!(gw.wait_exit(Duration::from_secs(10)).is_some(), "did not exit after the grace period");
+    let mut buf = [0u8; 8];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed at the end of the grace period");
+}
