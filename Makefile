@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-balance bench-peers clean fuzz
+.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers clean fuzz
 
 all: build
 
@@ -35,6 +35,12 @@ bench: deps
 ## Envoy comes from ../shared/bench/setup.sh --with-gateways; a missing peer is left out.
 bench-balance: build
 	$(CARGO) bench --locked --bench balance -- $(ARGS)
+
+## TCP proxying beside HAProxy mode tcp and nginx stream: 1 GiB transfers, connections per
+## second (needs haproxy, nginx and libnginx-mod-stream: scripts/bench-tcp-deps.sh).
+bench-tcp: build
+	@scripts/bench-tcp-deps.sh
+	$(CARGO) bench --locked --bench tcp -- $(ARGS)
 
 ## End-to-end comparison against nginx and minimal Pingora (needs ../shared/bench/setup.sh).
 bench-peers: build

@@ -467,22 +467,32 @@ fn tcp_listener_config_errors_name_the_key_and_what_is_allowed() {
 fn health_checks_and_backups_decide_who_gets_new_connections() {
     let (a, b) = (echo_process("a"), echo("b", false, 0));
     let port = free_port();
-    let up = format!(
-        "    health_check: {{ kind: tcp, interval: 100ms, timeout: 500ms, unhealthy_threshold: 1 }}\n"
-    );
-    let yaml = config(port, &[a.1], &up, "    tcp: { connect_attempts: 1 }\n").replace(
+    let up =
+        "    health_check: { kind: tcp, interval: 100ms, timeout: 500ms, unhealthy_threshold: 1 }
+";
+    let yaml = config(port, &[a.1], up, "    tcp: { connect_attempts: 1 }\n").replace(
         &format!("      - address: \"{}\"\n", a.1),
-        &format!("      - address: \"{}\"\n      - {{ address: \"{}\", backup: true }}\n", a.1, b.addr()),
+        &format!(
+            "      - address: \"{}\"\n      - {{ address: \"{}\", backup: true }}\n",
+            a.1,
+            b.addr()
+        ),
     );
     let gw = Gateway::start(&yaml);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_bound(addr);
-    assert!(open(addr).1.starts_with("a "), "the primary serves while healthy");
+    assert!(
+        open(addr).1.starts_with("a "),
+        "the primary serves while healthy"
+    );
     support::signal(a.0.pid(), "KILL");
     let backend = a.1.to_string();
-    assert!(poll_until(WAIT, || {
-        gw.metric_sum("portcullis_backend_healthy", &[("backend", &backend)]) == 0.0
-    }), "the health check saw the primary go");
+    assert!(
+        poll_until(WAIT, || {
+            gw.metric_sum("portcullis_backend_healthy", &[("backend", &backend)]) == 0.0
+        }),
+        "the health check saw the primary go"
+    );
     // One attempt only: the backup answers because it is the member now, not by failover.
     for _ in 0..3 {
         assert!(open(addr).1.starts_with("b "));
@@ -494,13 +504,23 @@ fn a_circuit_breaker_on_the_listener_ejects_a_backend_that_refuses_connections()
     let dead = support::DeadPort::new();
     let dead_addr: SocketAddr = format!("127.0.0.1:{}", dead.port).parse().unwrap();
     let b = echo("b", false, 0);
-    let listener = "    filters: [{ kind: circuit_breaker, consecutive_failures: 1, open_time: 1m }]\n";
+    let listener =
+        "    filters: [{ kind: circuit_breaker, consecutive_failures: 1, open_time: 1m }]\n";
     let (gw, addr) = gateway(&[dead_addr, b.addr()], "", listener);
     for _ in 0..10 {
-        assert!(open(addr).1.starts_with("b "), "failover and then ejection keep serving from b");
+        assert!(
+            open(addr).1.starts_with("b "),
+            "failover and then ejection keep serving from b"
+        );
     }
-    let errors = gw.metric_sum("portcullis_upstream_connect_errors_total", &[("backend", &dead_addr.to_string())]);
-    assert!((1.0..=2.0).contains(&errors), "{errors} connect errors: round robin alone would try the dead one 5 times");
+    let errors = gw.metric_sum(
+        "portcullis_upstream_connect_errors_total",
+        &[("backend", &dead_addr.to_string())],
+    );
+    assert!(
+        (1.0..=2.0).contains(&errors),
+        "{errors} connect errors: round robin alone would try the dead one 5 times"
+    );
 }
 
 #[test]
@@ -510,9 +530,98 @@ fn sigterm_lets_open_connections_finish_within_the_grace_period() {
     let (mut s, _) = open(addr);
     gw.signal("TERM");
     // The listener stops accepting at once; the open connection still works.
-    assert!(poll_until(WAIT, || TcpStream::connect(addr).is_err()), "still accepting after SIGTERM");
-    assert!(still_echoes(&mut s), "cut at SIGTERM instead of after the grace period");
-    assert!(gw.wait_exit(Duration::from_secs(10)).is_some(), "did not exit after the grace period");
+    assert!(
+        poll_until(WAIT, || TcpStream::connect(addr).is_err()),
+        "still accepting after SIGTERM"
+    );
+    assert!(
+        still_echoes(&mut s),
+        "cut at SIGTERM instead of after the grace period"
+    );
+    assert!(
+        gw.wait_exit(Duration::from_secs(10)).is_some(),
+        "did not exit after the grace period"
+    );
     let mut buf = [0u8; 8];
-    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed at the end of the grace period");
+    assert!(
+        matches!(s.read(&mut buf), Ok(0) | Err(_)),
+        "closed at the end of the grace period"
+    );
+}
+
+#[test]
+fn a_graceful_upgrade_hands_over_the_tcp_listener_and_keeps_open_connections_for_the_grace() {
+    let a = echo("a", false, 0);
+    let (mut old, addr) = gateway(&[a.addr()], "", "");
+    let (mut held, _) = open(addr);
+    let _new = old.spawn_upgrade(&support::binary());
+    let sock = old.dir.path().join("upgrade.sock");
+    assert!(
+        poll_until(WAIT, || sock.exists()),
+        "the new process is waiting"
+    );
+    old.signal("QUIT");
+    assert!(
+        still_echoes(&mut held),
+        "an open connection was cut by the upgrade"
+    );
+    // The listener never closes: new connections are served throughout.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut served = 0;
+    while Instant::now() < deadline {
+        assert!(
+            open(addr).1.starts_with("a "),
+            "a connection during the upgrade failed"
+        );
+        served += 1;
+    }
+    assert!(served > 5);
+    assert!(
+        old.wait_exit(Duration::from_secs(15)).is_some(),
+        "the old process exited"
+    );
+    assert!(
+        !still_echoes(&mut held),
+        "closed when the old process ended, after its grace period"
+    );
+    assert!(open(addr).1.starts_with("a "), "the new process serves");
+}
+
+#[test]
+fn keyed_strategies_hash_the_client_ip_from_the_proxy_header() {
+    let (a, b, c) = (
+        echo("a", false, 0),
+        echo("b", false, 0),
+        echo("c", false, 0),
+    );
+    let listener = "    proxy_protocol: { trusted: [127.0.0.1] }\n";
+    let (_gw, addr) = gateway(
+        &[a.addr(), b.addr(), c.addr()],
+        "    strategy: ip_hash\n",
+        listener,
+    );
+    let via = |client: u8| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let header = format!("PROXY TCP4 203.0.113.{client} 127.0.0.1 40000 5432\r\n");
+        s.write_all(header.as_bytes()).unwrap();
+        first_line(&s)
+            .expect("greeting")
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for client in 1..=20u8 {
+        let first = via(client);
+        for _ in 0..3 {
+            assert_eq!(via(client), first, "client {client} moved");
+        }
+        seen.insert(first);
+    }
+    assert!(
+        seen.len() >= 2,
+        "20 clients all hashed to {seen:?}: the header's address was not the key"
+    );
 }
