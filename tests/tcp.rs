@@ -453,14 +453,23 @@ fn tcp_listener_config_errors_name_the_key_and_what_is_allowed() {
     ] {
         let yaml =
             format!("listeners:\n  - name: l\n    address: \"{{listen}}\"\n    {listener}\n{up}");
-        let (code, out) = check_config(&yaml);
-        assert_eq!(code, 1, "{listener}: {out}");
-        assert!(
-            out.contains(expect),
-            "{listener}: expected `{expect}` in:\n{out}"
-        );
-        assert!(out.contains("FILE:"), "located: {out}");
+        expect_error(&yaml, expect);
     }
+    let sending = up.replace(
+        "  - name: pool\n",
+        "  - name: pool\n    send_proxy_protocol: v1\n",
+    );
+    expect_error(
+        &format!("listeners: [{{ name: l, address: \"{{listen}}\" }}]\nroutes: [{{ name: r, upstream: pool }}]\n{sending}"),
+        "routes[0].upstream: upstream `pool` sends a PROXY protocol header, which only TCP listeners do",
+    );
+}
+
+fn expect_error(yaml: &str, expect: &str) {
+    let (code, out) = check_config(yaml);
+    assert_eq!(code, 1, "{yaml}: {out}");
+    assert!(out.contains(expect), "expected `{expect}` in:\n{out}");
+    assert!(out.contains("FILE:"), "located: {out}");
 }
 
 #[test]

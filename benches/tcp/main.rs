@@ -170,7 +170,7 @@ fn setup(
                 .map(|(i, a)| format!("  server s{i} {a}\n"))
                 .collect();
             let c = format!(
-                "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n{splice}\
+                "global\n  nbthread 1\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n{splice}\
                  frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  balance roundrobin\n{servers}"
             );
             let conf = d.join("haproxy.cfg");

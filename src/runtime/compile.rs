@@ -131,6 +131,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
 
     let mut listeners = listeners;
     compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
+    check_proxy_sending(cfg, &mut errors);
 
     let metrics_addr = cfg.metrics.as_ref().and_then(|m| {
         parse_listen_addr(&m.address)
@@ -176,6 +177,26 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         server: cfg.server.clone(),
     };
     Ok(Snapshot::new(compiled, upstreams))
+}
+
+/// A PROXY header goes only to backends of TCP listeners: a pooled HTTP connection carries many
+/// clients' requests, so one header per connection would name the wrong client.
+fn check_proxy_sending(cfg: &Config, errors: &mut Vec<PathError>) {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let sends = cfg
+            .upstreams
+            .iter()
+            .any(|u| u.name == r.upstream && u.send_proxy_protocol.is_some());
+        if sends {
+            errors.push(PathError::at(
+                format!("routes[{i}].upstream"),
+                format!(
+                    "upstream `{}` sends a PROXY protocol header, which only TCP listeners do (pooled HTTP connections carry many clients; HTTP backends see the client in X-Forwarded-For or Forwarded): use another upstream for this route",
+                    r.upstream
+                ),
+            ));
+        }
+    }
 }
 
 /// Attach upstream, limits and filters to every `tcp` listener.
