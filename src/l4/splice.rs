@@ -42,15 +42,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_SIZE];
+    // Capacity, not zeroed memory: `read_buf` fills only what arrived.
+    let mut buf = bytes::BytesMut::with_capacity(BUF_SIZE);
     loop {
-        let n = r.read(&mut buf).await?;
+        buf.clear();
+        let n = r.read_buf(&mut buf).await?;
         if n == 0 {
             // Forward the FIN; the other direction carries on.
             w.shutdown().await?;
             return Ok(());
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(&buf).await?;
         w.flush().await?;
         moved.fetch_add(n as u64, Relaxed);
         last.store(now_ns(), Relaxed);
