@@ -12,7 +12,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 cd fuzz
 cargo fuzz build -s none -O
-for target in path_normalize config_compile route_match; do
+for target in path_normalize config_compile route_match proxy_header; do
   mkdir -p "corpus/$target"
   work="$(mktemp -d)"
   cp -r "corpus/$target/." "$work/"
