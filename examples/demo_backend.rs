@@ -5,15 +5,8 @@
 //! Every request gets `<name>\n` and an `x-backend: <name>` header; `GET /healthz` answers
 //! `ok`. Stops on Ctrl-C or SIGTERM.
 
-use portcullis::devserver::DevServer;
+use portcullis::devserver::{arg, DevServer};
 use std::net::SocketAddr;
-
-fn arg(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

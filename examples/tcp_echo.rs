@@ -5,14 +5,8 @@
 //! Prints `listening on ADDR` once ready (`--listen 127.0.0.1:0` picks a port). Runs until
 //! killed.
 
+use portcullis::devserver::arg;
 use portcullis::devtcp::{EchoOptions, TcpEcho};
-
-fn arg(args: &[String], flag: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

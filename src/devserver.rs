@@ -327,3 +327,11 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// The value after `flag` on a demo server's command line (`--name a` → `a`).
+pub fn arg(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}

@@ -196,71 +196,92 @@ impl Sink {
     }
 }
 
+/// The fields of one JSON line after its `time`: each call appends `,"key":value`.
+struct Fields<'a>(&'a mut Vec<u8>);
+
+impl Fields<'_> {
+    /// Start a line with its time.
+    fn open(out: &mut Vec<u8>, time: Option<SystemTime>) -> Fields<'_> {
+        out.extend_from_slice(b"{\"time\":\"");
+        write_rfc3339(out, time.unwrap_or_else(SystemTime::now));
+        out.push(b'"');
+        Fields(out)
+    }
+
+    fn key(&mut self, k: &str) -> &mut Vec<u8> {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(k.as_bytes());
+        self.0.extend_from_slice(b"\":");
+        self.0
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        json_str(self.key(k), v);
+    }
+
+    fn bytes(&mut self, k: &str, v: &[u8]) {
+        json_bytes(self.key(k), v);
+    }
+
+    fn num<I: itoa::Integer>(&mut self, k: &str, v: I) {
+        let mut n = itoa::Buffer::new();
+        self.key(k).extend_from_slice(n.format(v).as_bytes());
+    }
+
+    fn millis(&mut self, k: &str, us: Option<u64>) {
+        let out = self.key(k);
+        match us {
+            Some(us) => write_millis(out, us),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    fn addr(&mut self, k: &str, a: Option<SocketAddr>) {
+        let out = self.key(k);
+        out.push(b'"');
+        if let Some(a) = a {
+            write_socket_addr(out, a);
+        }
+        out.push(b'"');
+    }
+
+    fn close(self) {
+        self.0.extend_from_slice(b"}\n");
+    }
+}
+
 fn format_entry(out: &mut Vec<u8>, e: &AccessLogEntry<'_>) {
-    let mut n = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"time\":\"");
-    write_rfc3339(out, e.time.unwrap_or_else(SystemTime::now));
-    out.extend_from_slice(b"\",\"request_id\":");
-    json_bytes(out, e.request_id);
-    out.extend_from_slice(b",\"client\":\"");
-    if let Some(c) = e.client {
-        write_socket_addr(out, c);
-    }
-    out.extend_from_slice(b"\",\"method\":");
-    json_str(out, e.method);
-    out.extend_from_slice(b",\"host\":");
-    json_str(out, e.host);
-    out.extend_from_slice(b",\"path\":");
-    json_str(out, e.path);
-    out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(n.format(e.status).as_bytes());
-    out.extend_from_slice(b",\"route\":");
-    json_str(out, e.route);
-    out.extend_from_slice(b",\"upstream\":");
-    json_str(out, e.upstream);
-    out.extend_from_slice(b",\"backend\":");
-    json_str(out, e.backend);
-    out.extend_from_slice(b",\"duration_ms\":");
-    write_millis(out, e.duration_us);
-    out.extend_from_slice(b",\"upstream_ms\":");
-    match e.upstream_us {
-        Some(us) => write_millis(out, us),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"bytes_in\":");
-    out.extend_from_slice(n.format(e.bytes_in).as_bytes());
-    out.extend_from_slice(b",\"bytes_out\":");
-    out.extend_from_slice(n.format(e.bytes_out).as_bytes());
-    out.extend_from_slice(b",\"attempts\":");
-    out.extend_from_slice(n.format(e.attempts).as_bytes());
-    out.extend_from_slice(b"}\n");
+    let mut f = Fields::open(out, e.time);
+    f.bytes("request_id", e.request_id);
+    f.addr("client", e.client);
+    f.str("method", e.method);
+    f.str("host", e.host);
+    f.str("path", e.path);
+    f.num("status", e.status);
+    f.str("route", e.route);
+    f.str("upstream", e.upstream);
+    f.str("backend", e.backend);
+    f.millis("duration_ms", Some(e.duration_us));
+    f.millis("upstream_ms", e.upstream_us);
+    f.num("bytes_in", e.bytes_in);
+    f.num("bytes_out", e.bytes_out);
+    f.num("attempts", e.attempts);
+    f.close();
 }
 
 fn format_tcp_entry(out: &mut Vec<u8>, e: &TcpLogEntry<'_>) {
-    let mut n = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"time\":\"");
-    write_rfc3339(out, e.time.unwrap_or_else(SystemTime::now));
-    out.extend_from_slice(b"\",\"kind\":\"tcp\",\"listener\":");
-    json_str(out, e.listener);
-    out.extend_from_slice(b",\"client\":\"");
-    if let Some(c) = e.client {
-        write_socket_addr(out, c);
-    }
-    out.extend_from_slice(b"\",\"upstream\":");
-    json_str(out, e.upstream);
-    out.extend_from_slice(b",\"backend\":");
-    json_str(out, e.backend);
-    out.extend_from_slice(b",\"duration_ms\":");
-    write_millis(out, e.duration_us);
-    out.extend_from_slice(b",\"bytes_in\":");
-    out.extend_from_slice(n.format(e.bytes_in).as_bytes());
-    out.extend_from_slice(b",\"bytes_out\":");
-    out.extend_from_slice(n.format(e.bytes_out).as_bytes());
-    out.extend_from_slice(b",\"attempts\":");
-    out.extend_from_slice(n.format(e.attempts).as_bytes());
-    out.extend_from_slice(b",\"end\":");
-    json_str(out, e.end);
-    out.extend_from_slice(b"}\n");
+    let mut f = Fields::open(out, e.time);
+    f.str("kind", "tcp");
+    f.str("listener", e.listener);
+    f.addr("client", e.client);
+    f.str("upstream", e.upstream);
+    f.str("backend", e.backend);
+    f.millis("duration_ms", Some(e.duration_us));
+    f.num("bytes_in", e.bytes_in);
+    f.num("bytes_out", e.bytes_out);
+    f.num("attempts", e.attempts);
+    f.str("end", e.end);
+    f.close();
 }
 
 /// Microseconds as milliseconds with three decimals (`1500` → `1.500`).
