@@ -62,3 +62,41 @@ fn a_header_from_an_untrusted_peer_or_none_at_all_gets_400() {
     }
     assert_eq!(b.requests(0), 0, "nothing reached the backend");
 }
+
+#[test]
+fn an_https_listener_reads_the_header_before_the_tls_handshake() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    let b = Backends::start(&["a"]);
+    let dir = tempfile::tempdir().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["proxied.test".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let tls = format!(
+        ", protocol: https, tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}, proxy_protocol: {{ trusted: [127.0.0.1] }}",
+        c.display(),
+        k.display()
+    );
+    let gw = Gateway::start(&support::one_route(&b, &tls, "", ""));
+    let mut tcp = std::net::TcpStream::connect(addr(&gw)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(V1).unwrap();
+    let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
+    builder.set_verify(SslVerifyMode::NONE);
+    let mut s = builder
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect("proxied.test", tcp)
+        .expect("TLS after the PROXY header");
+    s.write_all(GET).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let r = support::parse_raw(&buf);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-seen-x-forwarded-for"), Some("198.51.100.4"));
+}

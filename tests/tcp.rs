@@ -634,3 +634,41 @@ fn keyed_strategies_hash_the_client_ip_from_the_proxy_header() {
         "20 clients all hashed to {seen:?}: the header's address was not the key"
     );
 }
+
+#[test]
+fn the_listener_cap_closes_the_extra_connection_and_the_idle_timeout_ends_quiet_ones() {
+    let a = echo("a", false, 0);
+    let listener = "    tcp: { max_connections: 2, idle_timeout: 400ms }\n";
+    let (gw, addr) = gateway(&[a.addr()], "", listener);
+    let (mut one, _) = open(addr);
+    let (_two, _) = open(addr);
+    let third = TcpStream::connect(addr).unwrap();
+    third.set_read_timeout(Some(WAIT)).unwrap();
+    assert!(
+        first_line(&third).is_none(),
+        "a third connection past the listener's cap was served"
+    );
+    assert!(poll_until(WAIT, || {
+        gw.metric_sum(
+            "portcullis_tcp_connections_total",
+            &[("result", "listener_full")],
+        ) == 1.0
+    }));
+    // Traffic keeps a connection open past the idle timeout; silence ends it.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(800) {
+        assert!(still_echoes(&mut one), "closed while busy");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !still_echoes(&mut one),
+        "still open after 700 ms of silence"
+    );
+    assert!(poll_until(WAIT, || {
+        gw.metric_sum(
+            "portcullis_tcp_connections_total",
+            &[("result", "idle_timeout")],
+        ) >= 1.0
+    }));
+}
