@@ -8,7 +8,10 @@
 //! a health change) is never missed for long.
 
 use crate::balance::{BackendState, InflightGuard};
+use crate::config::model::UpstreamConfig;
+use crate::config::PathError;
 use crate::observe::l4_metrics::QueueSeries;
+use crate::observe::Metrics;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +75,31 @@ impl Admission {
             notify: Arc::new(Notify::new()),
             series,
         }
+    }
+
+    /// The per-backend cap and queue of upstream `u` (errors relative to it).
+    pub fn compile(u: &UpstreamConfig, metrics: &Metrics, errors: &mut Vec<PathError>) -> Self {
+        let cap = u.max_connections.unwrap_or(0);
+        if u.max_connections.is_some() && !(1..=1_000_000).contains(&cap) {
+            errors.push(PathError::at(
+                "max_connections",
+                format!("must be between 1 and 1000000, got {cap} (leave it out for no cap)"),
+            ));
+        }
+        let q = &u.queue;
+        if q.size > 1_000_000 {
+            errors.push(PathError::at(
+                "queue.size",
+                format!("must be between 0 and 1000000, got {}", q.size),
+            ));
+        }
+        if q.timeout.0.is_zero() || q.timeout.0 > std::time::Duration::from_secs(3600) {
+            errors.push(PathError::at(
+                "queue.timeout",
+                format!("must be between 1ms and 1h, got {:?}", q.timeout.0),
+            ));
+        }
+        Admission::new(cap, q.size, q.timeout.0, metrics.l4().queue(&u.name))
     }
 
     /// How many wait now.

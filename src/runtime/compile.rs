@@ -130,8 +130,8 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
     }
 
     let mut listeners = listeners;
-    compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
-    check_proxy_sending(cfg, &mut errors);
+    super::tcp::compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
+    super::tcp::check_proxy_sending(cfg, &mut errors);
 
     let metrics_addr = cfg.metrics.as_ref().and_then(|m| {
         parse_listen_addr(&m.address)
@@ -177,62 +177,6 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         server: cfg.server.clone(),
     };
     Ok(Snapshot::new(compiled, upstreams))
-}
-
-/// A PROXY header goes only to backends of TCP listeners: a pooled HTTP connection carries many
-/// clients' requests, so one header per connection would name the wrong client.
-fn check_proxy_sending(cfg: &Config, errors: &mut Vec<PathError>) {
-    for (i, r) in cfg.routes.iter().enumerate() {
-        let sends = cfg
-            .upstreams
-            .iter()
-            .any(|u| u.name == r.upstream && u.send_proxy_protocol.is_some());
-        if sends {
-            errors.push(PathError::at(
-                format!("routes[{i}].upstream"),
-                format!(
-                    "upstream `{}` sends a PROXY protocol header, which only TCP listeners do (pooled HTTP connections carry many clients; HTTP backends see the client in X-Forwarded-For or Forwarded): use another upstream for this route",
-                    r.upstream
-                ),
-            ));
-        }
-    }
-}
-
-/// Attach upstream, limits and filters to every `tcp` listener.
-fn compile_tcp_listeners(
-    cfg: &Config,
-    listeners: &mut [ListenerSpec],
-    cx: &CompileContext<'_>,
-    errors: &mut Vec<PathError>,
-) {
-    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
-    for (i, l) in cfg.listeners.iter().enumerate() {
-        if l.protocol != Protocol::Tcp {
-            continue;
-        }
-        // The scope names the listener: a breaker's state is per listener, as per route.
-        let scope = format!("listener:{}", l.name);
-        let build = BuildContext::new(
-            Scope::Route(&scope),
-            &names,
-            cx.plugin_metrics,
-            cx.persistent,
-            cx.generation,
-        )
-        .with_ejector(Arc::clone(cx.ejector));
-        match super::tcp::compile_tcp(l, &names, cx.filters, &build) {
-            Ok(spec) => {
-                if let Some(out) = listeners.iter_mut().find(|o| o.name == l.name) {
-                    out.tcp = Some(Arc::new(spec));
-                }
-            }
-            Err(errs) => errors.extend(
-                errs.into_iter()
-                    .map(|e| e.under(&format!("listeners[{i}]"))),
-            ),
-        }
-    }
 }
 
 fn list_or_none(names: &[&str]) -> String {
@@ -516,7 +460,7 @@ fn compile_upstream(
     let retry = RetryPolicy::compile(&u.retry)
         .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("retry"))))
         .ok();
-    let admission = compile_admission(u, cx.metrics, &mut errors);
+    let admission = super::admission::Admission::compile(u, cx.metrics, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -536,33 +480,4 @@ fn compile_upstream(
         Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
             .with_send_proxy(u.send_proxy_protocol),
     )
-}
-
-/// The per-backend cap and its queue.
-fn compile_admission(
-    u: &UpstreamConfig,
-    metrics: &Metrics,
-    errors: &mut Vec<PathError>,
-) -> super::admission::Admission {
-    let cap = u.max_connections.unwrap_or(0);
-    if u.max_connections.is_some() && !(1..=1_000_000).contains(&cap) {
-        errors.push(PathError::at(
-            "max_connections",
-            format!("must be between 1 and 1000000, got {cap} (leave it out for no cap)"),
-        ));
-    }
-    let q = &u.queue;
-    if q.size > 1_000_000 {
-        errors.push(PathError::at(
-            "queue.size",
-            format!("must be between 0 and 1000000, got {}", q.size),
-        ));
-    }
-    if q.timeout.0.is_zero() || q.timeout.0 > std::time::Duration::from_secs(3600) {
-        errors.push(PathError::at(
-            "queue.timeout",
-            format!("must be between 1ms and 1h, got {:?}", q.timeout.0),
-        ));
-    }
-    super::admission::Admission::new(cap, q.size, q.timeout.0, metrics.l4().queue(&u.name))
 }

@@ -1,12 +1,15 @@
 //! The compiled form of a `protocol: tcp` listener and of PROXY protocol acceptance.
 
-use crate::config::model::{ListenerConfig, Protocol};
+use super::compile::CompileContext;
+use super::snapshot::ListenerSpec;
+use crate::config::model::{Config, ListenerConfig, Protocol};
 use crate::config::tcp::ProxyAcceptConfig;
 use crate::config::PathError;
 use crate::filters::chain::{build_filters, FilterChain};
 use crate::request::forwarded::TrustedProxies;
-use portcullis_plugin::{BuildContext, FilterRegistry, Hooks};
+use portcullis_plugin::{BuildContext, FilterRegistry, Hooks, Scope};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most connect attempts a TCP listener may be configured with.
@@ -174,5 +177,61 @@ pub fn compile_tcp(
             filters: FilterChain::new(filters),
         }),
         _ => Err(errors),
+    }
+}
+
+/// A PROXY header goes only to backends of TCP listeners: a pooled HTTP connection carries many
+/// clients' requests, so one header per connection would name the wrong client.
+pub fn check_proxy_sending(cfg: &Config, errors: &mut Vec<PathError>) {
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let sends = cfg
+            .upstreams
+            .iter()
+            .any(|u| u.name == r.upstream && u.send_proxy_protocol.is_some());
+        if sends {
+            errors.push(PathError::at(
+                format!("routes[{i}].upstream"),
+                format!(
+                    "upstream `{}` sends a PROXY protocol header, which only TCP listeners do (pooled HTTP connections carry many clients; HTTP backends see the client in X-Forwarded-For or Forwarded): use another upstream for this route",
+                    r.upstream
+                ),
+            ));
+        }
+    }
+}
+
+/// Attach upstream, limits and filters to every `tcp` listener.
+pub fn compile_tcp_listeners(
+    cfg: &Config,
+    listeners: &mut [ListenerSpec],
+    cx: &CompileContext<'_>,
+    errors: &mut Vec<PathError>,
+) {
+    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if l.protocol != Protocol::Tcp {
+            continue;
+        }
+        // The scope names the listener: a breaker's state is per listener, as per route.
+        let scope = format!("listener:{}", l.name);
+        let build = BuildContext::new(
+            Scope::Route(&scope),
+            &names,
+            cx.plugin_metrics,
+            cx.persistent,
+            cx.generation,
+        )
+        .with_ejector(Arc::clone(cx.ejector));
+        match compile_tcp(l, &names, cx.filters, &build) {
+            Ok(spec) => {
+                if let Some(out) = listeners.iter_mut().find(|o| o.name == l.name) {
+                    out.tcp = Some(Arc::new(spec));
+                }
+            }
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| e.under(&format!("listeners[{i}]"))),
+            ),
+        }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod tcp;
 
 use portcullis::devserver::{DevServer, DevState};
 use std::io::Read;
