@@ -2,6 +2,7 @@
 //!
 //! Nothing here starts a service or binds a socket, so `portcullis -t` runs exactly this.
 
+pub use super::address::{parse_listen_addr, resolve_backend_addr};
 use super::retry::RetryPolicy;
 use super::router::{Matcher, Route, Router};
 use super::snapshot::{Compiled, ListenerSpec, Snapshot};
@@ -16,7 +17,6 @@ use crate::tls::CertStore;
 use portcullis_plugin::build::{PersistentStore, SharedMetrics};
 use portcullis_plugin::{BuildContext, Ejector, FilterRegistry, Scope};
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -130,7 +130,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
     }
 
     let mut listeners = listeners;
-    super::tcp::compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
+    compile_tcp_listeners(cfg, &mut listeners, cx, &mut errors);
     super::tcp::check_proxy_sending(cfg, &mut errors);
 
     let metrics_addr = cfg.metrics.as_ref().and_then(|m| {
@@ -177,6 +177,42 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         server: cfg.server.clone(),
     };
     Ok(Snapshot::new(compiled, upstreams))
+}
+
+/// Attach upstream, limits and filters to every `tcp` listener.
+fn compile_tcp_listeners(
+    cfg: &Config,
+    listeners: &mut [ListenerSpec],
+    cx: &CompileContext<'_>,
+    errors: &mut Vec<PathError>,
+) {
+    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
+    for (i, l) in cfg.listeners.iter().enumerate() {
+        if l.protocol != Protocol::Tcp {
+            continue;
+        }
+        // The scope names the listener: a breaker's state is per listener, as per route.
+        let scope = format!("listener:{}", l.name);
+        let build = BuildContext::new(
+            Scope::Route(&scope),
+            &names,
+            cx.plugin_metrics,
+            cx.persistent,
+            cx.generation,
+        )
+        .with_ejector(Arc::clone(cx.ejector));
+        match super::tcp::compile_tcp(l, &names, cx.filters, &build) {
+            Ok(spec) => {
+                if let Some(out) = listeners.iter_mut().find(|o| o.name == l.name) {
+                    out.tcp = Some(Arc::new(spec));
+                }
+            }
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| e.under(&format!("listeners[{i}]"))),
+            ),
+        }
+    }
 }
 
 fn list_or_none(names: &[&str]) -> String {
@@ -336,39 +372,6 @@ fn compile_admin(
         ));
     }
     Ok(super::snapshot::AdminSpec { addr, token })
-}
-
-/// A listen address must be a literal `ip:port`.
-pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("`{s}` is not a valid listen address (allowed: ip:port, e.g. 0.0.0.0:8080 or [::]:8080)"))
-}
-
-/// A backend address: `ip:port`, or `hostname:port` resolved now.
-pub fn resolve_backend_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let bad = || format!("`{s}` is not a valid address (allowed: ip:port or hostname:port)");
-    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(bad());
-    }
-    // Looks like an IP but did not parse as one: invalid, and not worth a DNS query.
-    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        || host.contains(':')
-        || host.starts_with('[')
-    {
-        return Err(format!(
-            "`{s}` is not a valid IP address and port (e.g. 10.0.0.5:8080 or [::1]:8080)"
-        ));
-    }
-    let mut addrs = s
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{s}`: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 fn compile_upstream(

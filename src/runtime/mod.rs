@@ -1,5 +1,6 @@
 //! The compiled, immutable runtime config ("snapshot") and how a config file becomes one.
 
+pub mod address;
 pub mod admission;
 pub mod compile;
 pub mod listener;

@@ -1,15 +1,12 @@
 //! The compiled form of a `protocol: tcp` listener and of PROXY protocol acceptance.
 
-use super::compile::CompileContext;
-use super::snapshot::ListenerSpec;
 use crate::config::model::{Config, ListenerConfig, Protocol};
 use crate::config::tcp::ProxyAcceptConfig;
 use crate::config::PathError;
 use crate::filters::chain::{build_filters, FilterChain};
 use crate::request::forwarded::TrustedProxies;
-use portcullis_plugin::{BuildContext, FilterRegistry, Hooks, Scope};
+use portcullis_plugin::{BuildContext, FilterRegistry, Hooks};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Most connect attempts a TCP listener may be configured with.
@@ -196,42 +193,6 @@ pub fn check_proxy_sending(cfg: &Config, errors: &mut Vec<PathError>) {
                     r.upstream
                 ),
             ));
-        }
-    }
-}
-
-/// Attach upstream, limits and filters to every `tcp` listener.
-pub fn compile_tcp_listeners(
-    cfg: &Config,
-    listeners: &mut [ListenerSpec],
-    cx: &CompileContext<'_>,
-    errors: &mut Vec<PathError>,
-) {
-    let names: Vec<&str> = cfg.upstreams.iter().map(|u| u.name.as_str()).collect();
-    for (i, l) in cfg.listeners.iter().enumerate() {
-        if l.protocol != Protocol::Tcp {
-            continue;
-        }
-        // The scope names the listener: a breaker's state is per listener, as per route.
-        let scope = format!("listener:{}", l.name);
-        let build = BuildContext::new(
-            Scope::Route(&scope),
-            &names,
-            cx.plugin_metrics,
-            cx.persistent,
-            cx.generation,
-        )
-        .with_ejector(Arc::clone(cx.ejector));
-        match compile_tcp(l, &names, cx.filters, &build) {
-            Ok(spec) => {
-                if let Some(out) = listeners.iter_mut().find(|o| o.name == l.name) {
-                    out.tcp = Some(Arc::new(spec));
-                }
-            }
-            Err(errs) => errors.extend(
-                errs.into_iter()
-                    .map(|e| e.under(&format!("listeners[{i}]"))),
-            ),
         }
     }
 }
