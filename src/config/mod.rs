@@ -7,6 +7,8 @@ pub mod bounds;
 pub mod client;
 pub mod duration;
 pub mod error;
+pub mod health;
+pub mod listener;
 pub mod locate;
 pub mod model;
 pub mod tcp;

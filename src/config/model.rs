@@ -109,82 +109,7 @@ impl Default for ServerSection {
     }
 }
 
-/// A socket clients connect to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Unique name (used in logs and metrics).
-    pub name: String,
-    /// `ip:port` to bind, e.g. `0.0.0.0:8080` or `[::]:8080`.
-    pub address: String,
-    /// `http` (default), `https`, or `tcp` (L4 proxying to `upstream`).
-    #[serde(default)]
-    pub protocol: Protocol,
-    /// Certificates, for `https` (required there, refused elsewhere).
-    #[serde(default)]
-    pub tls: Option<ListenerTlsConfig>,
-    /// HTTP/2 to clients: for `https`, offered through ALPN (default true); for `http`,
-    /// accepted with prior knowledge, h2c (default false).
-    #[serde(default)]
-    pub http2: Option<bool>,
-    /// Request-path normalisation (see [`super::client::PathOptions`]).
-    #[serde(default)]
-    pub path: super::client::PathOptions,
-    /// Client timeouts and size limits (see [`super::client::ClientConfig`]).
-    #[serde(default)]
-    pub client: super::client::ClientConfig,
-    /// Client address and forwarded headers (see [`super::client::ForwardedConfig`]).
-    #[serde(default)]
-    pub forwarded: super::client::ForwardedConfig,
-    /// `tcp` listeners: the upstream every connection goes to (required there only).
-    #[serde(default)]
-    pub upstream: Option<String>,
-    /// `tcp` listeners: limits and timeouts (see [`super::tcp::TcpOptions`]).
-    #[serde(default)]
-    pub tcp: Option<super::tcp::TcpOptions>,
-    /// `tcp` listeners: filters with only `accept_backend`/`on_outcome` hooks (a circuit breaker).
-    #[serde(default)]
-    pub filters: Vec<FilterSpec>,
-    /// Accept a PROXY protocol header from trusted peers (any protocol).
-    #[serde(default)]
-    pub proxy_protocol: Option<super::tcp::ProxyAcceptConfig>,
-}
-
-/// The certificates of an HTTPS listener.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTlsConfig {
-    /// One or more certificates, chosen by the SNI name a client sends; the first one is the
-    /// default for clients without SNI or with an unknown name.
-    pub certificates: Vec<CertConfig>,
-}
-
-/// One certificate and its key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertConfig {
-    /// PEM file: the certificate, then its chain.
-    pub cert: String,
-    /// PEM private key file.
-    pub key: String,
-    /// Names this certificate serves (`*.example.com` allowed). Default: the certificate's
-    /// DNS subject alternative names (or its common name).
-    #[serde(default)]
-    pub hosts: Vec<String>,
-}
-
-/// Listener protocol.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// Plain HTTP/1.1 (and h2c with prior knowledge).
-    #[default]
-    Http,
-    /// HTTP over TLS.
-    Https,
-    /// Raw TCP proxying.
-    Tcp,
-}
+pub use super::listener::{CertConfig, ListenerConfig, ListenerTlsConfig, Protocol};
 
 /// A routing rule: conditions on the request, and the upstream it goes to.
 ///
@@ -399,68 +324,7 @@ pub fn split_tagged(
     }
 }
 
-/// Active health check of every backend in an upstream.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheckConfig {
-    /// `tcp` (connect only) or `http` (request and check the answer). Default: `tcp`.
-    #[serde(default)]
-    pub kind: HealthKind,
-    /// Time between probes of one backend. Default: `5s`.
-    #[serde(default = "default_hc_interval")]
-    pub interval: Dur,
-    /// Probe timeout. Default: `1s`.
-    #[serde(default = "default_hc_timeout")]
-    pub timeout: Dur,
-    /// Consecutive successes that make an unhealthy backend healthy. Default: 2.
-    #[serde(default = "default_healthy_threshold")]
-    pub healthy_threshold: u32,
-    /// Consecutive failures that make a healthy backend unhealthy. Default: 3.
-    #[serde(default = "default_unhealthy_threshold")]
-    pub unhealthy_threshold: u32,
-    /// Probe this port instead of the backend's own.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// http: request path. Default: `/`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// http: request method. Default: `GET`.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// http: Host header. Default: the backend address.
-    #[serde(default)]
-    pub host: Option<String>,
-    /// http: statuses that count as healthy. Default: any 2xx.
-    #[serde(default)]
-    pub expected_status: Vec<u16>,
-    /// http: the body must contain this text.
-    #[serde(default)]
-    pub body_contains: Option<String>,
-}
-
-fn default_hc_interval() -> Dur {
-    Dur::secs(5)
-}
-fn default_hc_timeout() -> Dur {
-    Dur::secs(1)
-}
-fn default_healthy_threshold() -> u32 {
-    2
-}
-fn default_unhealthy_threshold() -> u32 {
-    3
-}
-
-/// Health-check protocol.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthKind {
-    /// A TCP connect must succeed.
-    #[default]
-    Tcp,
-    /// An HTTP request must get an expected status (and body text).
-    Http,
-}
+pub use super::health::{HealthCheckConfig, HealthKind};
 
 /// Upstream timeouts.
 #[derive(Debug, Clone, Deserialize)]
