@@ -6,7 +6,7 @@
 //! shuts down writing; then write `trailer` bytes of `T` and shut down writing. Blocking
 //! threads, one per connection: simple, and apart from any async runtime under test.
 
-use crate::l4::proxy_protocol::{parse_v1, parse_v2, Header, MAX_V1_LEN, MAX_V2_LEN, V2_SIGNATURE};
+use crate::l4::proxy_protocol::{read_header, Header};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -99,33 +99,29 @@ fn accept_loop(
     }
 }
 
-/// Read a PROXY header byte-exactly from a blocking stream.
-fn read_proxy(s: &mut TcpStream) -> std::io::Result<Header> {
-    let bad = |e: crate::l4::proxy_protocol::Malformed| std::io::Error::other(e.0);
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    if head == V2_SIGNATURE {
-        let mut rest = [0u8; 4];
-        s.read_exact(&mut rest)?;
-        let len = usize::from(u16::from_be_bytes([rest[2], rest[3]])).min(MAX_V2_LEN);
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body)?;
-        return parse_v2(rest[0], rest[1], &body).map_err(bad);
-    }
-    let mut line = head.to_vec();
-    let mut b = [0u8; 1];
-    while !line.ends_with(b"\r\n") && line.len() < MAX_V1_LEN {
-        s.read_exact(&mut b)?;
-        line.push(b[0]);
-    }
-    parse_v1(&line).map_err(bad)
+/// Read a PROXY header from a blocking stream with the gateway's own reader (byte-exact: it
+/// never takes a byte past the header), on a one-off runtime; the stream comes back blocking.
+fn read_proxy(s: TcpStream) -> std::io::Result<(Header, TcpStream)> {
+    s.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (header, s) = rt.block_on(async {
+        let mut t = tokio::net::TcpStream::from_std(s)?;
+        let h = read_header(&mut t).await;
+        t.into_std().map(|s| (h, s))
+    })?;
+    s.set_nonblocking(false)?;
+    Ok((header.map_err(|e| std::io::Error::other(e.0))?, s))
 }
 
 fn serve(mut s: TcpStream, peer: SocketAddr, o: &EchoOptions) -> std::io::Result<()> {
     s.set_nonblocking(false)?;
     let _ = s.set_nodelay(true);
     let client = if o.proxy {
-        match read_proxy(&mut s)? {
+        let (header, stream) = read_proxy(s)?;
+        s = stream;
+        match header {
             Header::Proxied { source, .. } => source,
             Header::Local => peer,
         }
