@@ -94,7 +94,7 @@ impl pingora::listeners::PreTlsProcess for PreTlsProxyHeader {
         proxy_protocol::accept(stream, &|ip| self.0.trusts(ip), self.0.timeout)
             .await
             .map_err(|why| {
-                log::warn!("refused a connection: {why}");
+                proxy_protocol::log_refusal(&why);
                 pingora::Error::explain(pingora::ErrorType::AcceptError, why)
             })
     }
@@ -137,7 +137,7 @@ impl TcpProxy {
         let (client, dst) = match client_of(&mut stream, l.proxy.as_deref()).await {
             Ok(a) => a,
             Err(why) => {
-                log::warn!("tcp listener {}: refused: {why}", self.name);
+                proxy_protocol::log_refusal(&format!("tcp listener {}: {why}", self.name));
                 return self.finish(entry, TcpEnd::ProxyRefused, started);
             }
         };

@@ -7,6 +7,7 @@
 
 use pingora::protocols::{GetSocketDigest, SocketDigest, UniqueID};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -112,6 +113,27 @@ where
         stream.set_socket_digest(digest);
     }
     Ok(())
+}
+
+/// Log a refused connection at most once a second, whatever the listener: a hostile peer must
+/// not flood the log. The next line counts the refusals left out in between.
+pub fn log_refusal(why: &str) {
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+    let second = crate::balance::now_ns() / 1_000_000_000 + 1;
+    let last = LAST_SECOND.load(Relaxed);
+    if last == second
+        || LAST_SECOND
+            .compare_exchange(last, second, Relaxed, Relaxed)
+            .is_err()
+    {
+        LEFT_OUT.fetch_add(1, Relaxed);
+        return;
+    }
+    match LEFT_OUT.swap(0, Relaxed) {
+        0 => log::warn!("refused a connection: {why}"),
+        n => log::warn!("refused a connection: {why} ({n} more refused since the last line)"),
+    }
 }
 
 /// Parse a whole version 1 line (`\r\n` included).

@@ -336,7 +336,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientGuard<A> {
                 if let Err(why) =
                     crate::l4::proxy_protocol::accept(&mut *stream, &trusts, p.timeout).await
                 {
-                    log::warn!("refused a connection: {why}");
+                    crate::l4::proxy_protocol::log_refusal(&why);
                     use tokio::io::AsyncWriteExt;
                     let _ = stream.write_all(PROXY_REFUSED).await;
                     let _ = stream.flush().await;
