@@ -38,16 +38,19 @@ upstreams:
     )
 }
 
+/// GET `url` on another thread.
+fn get_in_background(url: &str) -> std::thread::JoinHandle<(u16, String)> {
+    let url = url.to_string();
+    std::thread::spawn(move || get(&url))
+}
+
 #[test]
 fn a_request_past_the_cap_waits_for_the_slot_and_is_served() {
     let b = Backends::start(&["a"]);
     b.state(0).set_delay(Duration::from_millis(600));
     let gw = Gateway::start(&config(&b, "{ size: 4, timeout: 5s }"));
     let url = gw.url("/");
-    let first = {
-        let url = url.clone();
-        std::thread::spawn(move || get(&url))
-    };
+    let first = get_in_background(&url);
     assert!(poll_until(WAIT, || b.state(0).max_inflight() == 1));
     let t = Instant::now();
     let (status, body) = get(&url);
@@ -75,15 +78,9 @@ fn a_full_queue_and_a_timed_out_wait_get_503_with_the_reason() {
     b.state(0).set_delay(Duration::from_secs(2));
     let gw = Gateway::start(&config(&b, "{ size: 1, timeout: 500ms }"));
     let url = gw.url("/");
-    let first = {
-        let url = url.clone();
-        std::thread::spawn(move || get(&url))
-    };
+    let first = get_in_background(&url);
     assert!(poll_until(WAIT, || b.state(0).max_inflight() == 1));
-    let second = {
-        let url = url.clone();
-        std::thread::spawn(move || get(&url))
-    };
+    let second = get_in_background(&url);
     assert!(poll_until(WAIT, || gw.metric_sum(
         "portcullis_upstream_queue_depth",
         &[("upstream", "pool")]

@@ -161,10 +161,11 @@ impl TcpProxy {
                 return self.finish(entry, end, started);
             }
         };
-        let label = slot.state().label().to_string();
-        entry.backend = &label;
+        let state = Arc::clone(slot.state());
+        let label = state.label();
+        entry.backend = label;
         let metrics = self.gateway.metrics();
-        metrics.l4().backend_opened(&up.name, &label);
+        metrics.l4().backend_opened(&up.name, label);
         if let (Some(v), Some(src), Some(dst)) = (up.send_proxy, client, dst) {
             let header = match v {
                 crate::config::tcp::ProxyVersion::V1 => proxy_protocol::encode_v1(src, dst),
@@ -173,7 +174,7 @@ impl TcpProxy {
             if backend.write_all(&header).await.is_err() {
                 metrics
                     .l4()
-                    .backend_closed(&self.name, &up.name, &label, (0, 0));
+                    .backend_closed(&self.name, &up.name, label, (0, 0));
                 return self.finish(entry, TcpEnd::Error, started);
             }
         }
@@ -191,12 +192,9 @@ impl TcpProxy {
         )
         .await;
         drop(slot);
-        metrics.l4().backend_closed(
-            &self.name,
-            &up.name,
-            &label,
-            (done.bytes_in, done.bytes_out),
-        );
+        metrics
+            .l4()
+            .backend_closed(&self.name, &up.name, label, (done.bytes_in, done.bytes_out));
         entry.bytes_in = done.bytes_in;
         entry.bytes_out = done.bytes_out;
         self.finish(entry, done.end, started);

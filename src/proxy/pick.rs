@@ -32,6 +32,7 @@ pub async fn take_backend(
     // 1 + the index of the filter that vetoed last (0: none did).
     let vetoed_by = AtomicUsize::new(0);
     let tried = &ctx.tried;
+    let size = up.size();
     let accept = |s: &BackendState| {
         if tried.contains(s.id()) {
             return false;
@@ -39,7 +40,7 @@ pub async fn take_backend(
         let c = Candidate {
             addr: s.addr(),
             upstream: &up.name,
-            upstream_size: up.size(),
+            upstream_size: size,
         };
         match filters.iter().position(|e| !e.filter.accept_backend(&c)) {
             Some(i) => {
