@@ -254,11 +254,17 @@ fn compile_parsed(
 }
 
 impl BackendSource for Gateway {
-    fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState)) {
+    fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState, f32)) {
         for up in self.snapshot().upstreams.iter() {
             for b in up.backends() {
-                f(&up.name, &b.state);
+                f(&up.name, &b.state, up.ramp_of(b.addr()));
             }
+        }
+    }
+
+    fn for_each_upstream(&self, f: &mut dyn FnMut(&str, bool)) {
+        for up in self.snapshot().upstreams.iter() {
+            f(&up.name, up.in_panic());
         }
     }
 }

@@ -187,6 +187,7 @@ impl AdminApp {
                     "healthy": s.is_healthy(),
                     "enabled": s.is_enabled(),
                     "in_rotation": eligible.contains(&s.addr()),
+                    "ramp": up.ramp_of(s.addr()),
                     "inflight": s.inflight(),
                     "requests": s.requests(),
                     "failures": s.failures(),
@@ -196,7 +197,7 @@ impl AdminApp {
                 })
             })
             .collect();
-        json!({ "name": &*up.name, "strategy": up.strategy(), "backends": backends })
+        json!({ "name": &*up.name, "strategy": up.strategy(), "panic": up.in_panic(), "backends": backends })
     }
 
     fn upstreams(&self) -> Reply {

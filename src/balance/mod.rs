@@ -34,6 +34,10 @@ pub struct Member {
     pub state: Arc<BackendState>,
     /// The weight (1..=1000), copied for fast access.
     pub weight: u32,
+    /// Share of its weight the member gets while it ramps in (slow start), in (0, 1]; 1 when
+    /// it does not ramp. The [`Selector`] keeps a strategy's choice of a ramping member with
+    /// this probability and otherwise lets the strategy choose again among the others.
+    pub ramp: f32,
 }
 
 impl Member {
@@ -45,6 +49,7 @@ impl Member {
             state: store.get_or_create(addr),
             backend,
             weight,
+            ramp: 1.0,
         })
     }
 }

@@ -21,6 +21,8 @@ pub struct SelectorConfig {
 pub struct Selector {
     members: Box<[Member]>,
     strategy: Box<dyn Strategy>,
+    /// Whether any member ramps (slow start): only then is a choice thinned.
+    ramping: bool,
 }
 
 impl std::fmt::Debug for Selector {
@@ -36,6 +38,7 @@ impl Selector {
     pub fn new(members: Vec<Member>, factory: &dyn StrategyFactory) -> Self {
         let strategy = factory.build(&members);
         Selector {
+            ramping: members.iter().any(|m| m.ramp < 1.0),
             members: members.into_boxed_slice(),
             strategy,
         }
@@ -54,6 +57,11 @@ impl Selector {
     /// The first member the strategy chooses that `accept` allows; `None` when every member is
     /// refused (or there are none). After a refusal the strategy picks again among the members
     /// not refused yet ([`Strategy::repick`]), at random by default. Does not allocate.
+    ///
+    /// Slow start thins the choice: a ramping member is kept with probability
+    /// [`Member::ramp`], and otherwise passed over like a refusal, so every strategy gives it
+    /// that share of what it would have had. A member passed over only for its ramp still
+    /// serves when every other member is refused.
     #[inline]
     pub fn pick(&self, req: &PickRequest, accept: impl Fn(&Member) -> bool) -> Option<&Member> {
         let n = self.members.len();
@@ -62,15 +70,23 @@ impl Selector {
         }
         let mut i = self.strategy.pick(&self.members, req);
         let mut refused = Refused::default();
+        let mut spare = None;
         for _ in 0..n {
             let m = &self.members[i];
+            let thinned = self.ramping && m.ramp < 1.0 && fastrand::f32() >= m.ramp;
             if accept(m) {
-                return Some(m);
+                if !thinned {
+                    return Some(m);
+                }
+                spare.get_or_insert(m);
             }
             refused.insert(i);
-            i = self.next_choice(req, &refused)?;
+            match self.next_choice(req, &refused) {
+                Some(j) => i = j,
+                None => break,
+            }
         }
-        None
+        spare
     }
 
     /// The strategy's next choice after `refused`, or a random member not refused.
@@ -203,6 +219,32 @@ mod tests {
         // Round robin gives 3,000 to each; member 1's 3,000 spread over the other three.
         for (port, &c) in counts.iter().enumerate().skip(2) {
             assert!((3_700..=4_300).contains(&c), "port {port}: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn a_ramping_member_gets_its_ramp_of_its_share() {
+        let store = StateStore::new();
+        let members: Vec<Member> = (1..=4u16)
+            .map(|p| {
+                let mut m =
+                    Member::new(Backend::new(&format!("127.0.0.1:{p}")).unwrap(), &store).unwrap();
+                m.ramp = if p == 1 { 0.25 } else { 1.0 };
+                m
+            })
+            .collect();
+        let sel = Selector::new(members, &RoundRobinFactory);
+        let req = PickRequest::default();
+        let mut counts = [0u32; 5];
+        for _ in 0..40_000 {
+            counts[sel.pick(&req, |_| true).unwrap().state.addr().port() as usize] += 1;
+        }
+        // Round robin gives each 10,000; the ramping one keeps a quarter of its turns.
+        assert!((2_200..=2_800).contains(&counts[1]), "{counts:?}");
+        // Alone, it still serves: thinning never refuses the last acceptable member.
+        for _ in 0..100 {
+            let m = sel.pick(&req, |m| m.state.addr().port() == 1).unwrap();
+            assert_eq!(m.state.addr().port(), 1);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod locate;
 pub mod model;
 pub mod tcp;
+pub mod upstream;
 
 pub use error::{ConfigError, ConfigErrors, PathError};
 pub use model::Config;

@@ -9,6 +9,7 @@
 //! next snapshot, and a reload re-applies every admin change made since startup. File reads,
 //! name resolution and certificate loading happen on this thread, never on an async worker.
 
+mod rotation;
 mod writer;
 
 pub use writer::AdminRefusal;

@@ -1,12 +1,12 @@
 //! The control plane's state and how each command changes the published snapshot.
 
+use super::rotation::Rotations;
 use super::AdminChange;
 use crate::admin::overlay::Overlay;
 use crate::config::ConfigErrors;
 use crate::gateway::{compile_file, Gateway, ReloadStatus};
 use crate::runtime::compile::resolve_backend_addr;
 use crate::runtime::{Compiled, Snapshot, Upstream};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,8 +37,8 @@ const MAX_EJECTION: Duration = Duration::from_secs(3600);
 pub struct Writer {
     gw: Arc<Gateway>,
     overlay: Overlay,
-    /// Backends out of rotation until a deadline, by (upstream, address).
-    ejected: HashMap<(Arc<str>, SocketAddr), Instant>,
+    /// Ejections and slow-start ramps.
+    rot: Rotations,
 }
 
 impl Writer {
@@ -46,17 +46,22 @@ impl Writer {
         Writer {
             gw,
             overlay: Overlay::default(),
-            ejected: HashMap::new(),
+            rot: Rotations::default(),
         }
     }
 
-    fn is_ejected(&self, upstream: &Arc<str>, addr: SocketAddr) -> bool {
-        self.ejected.contains_key(&(Arc::clone(upstream), addr))
+    /// `u` with its eligibility computed again (health, enablement, ejections, ramps).
+    fn reselected(&self, u: &Upstream) -> Upstream {
+        u.reselect(&self.rot.view(&u.name))
     }
 
-    /// `u` with its eligibility computed again (health, enablement, ejections).
-    fn reselected(&self, u: &Upstream) -> Upstream {
-        u.reselect(&|a| self.is_ejected(&u.name, a))
+    /// Start `addr`'s ramp in every upstream that holds it and ramps members in.
+    fn ramp_everywhere(&mut self, addr: SocketAddr) {
+        for u in self.gw.snapshot().upstreams.iter() {
+            if u.contains(addr) {
+                self.rot.start_ramp(u, addr);
+            }
+        }
     }
 
     /// Publish the live config with each upstream replaced by `change(upstream)` where that
@@ -70,6 +75,7 @@ impl Writer {
             .map(|u| match change(u) {
                 Some(next) => {
                     changed = true;
+                    log_panic(u, &next);
                     Arc::new(next)
                 }
                 None => Arc::clone(u),
@@ -86,13 +92,17 @@ impl Writer {
     }
 
     /// Record a health verdict; when it changes the backend's state, recompute eligibility.
-    pub fn health_changed(&self, addr: SocketAddr, healthy: bool) {
+    /// A backend that comes back ramps in.
+    pub fn health_changed(&mut self, addr: SocketAddr, healthy: bool) {
         if self
             .gw
             .store()
             .get(&addr)
             .is_some_and(|s| s.set_healthy(healthy))
         {
+            if healthy {
+                self.ramp_everywhere(addr);
+            }
             self.reselect_holding(addr);
         }
     }
@@ -109,30 +119,29 @@ impl Writer {
         }
         log::info!("backend {addr} of upstream {upstream} leaves rotation for {duration:?}");
         let name: Arc<str> = upstream.into();
-        self.ejected
-            .insert((Arc::clone(&name), addr), Instant::now() + duration);
+        self.rot
+            .eject(Arc::clone(&name), addr, Instant::now() + duration);
         self.republish(|u| (u.name == name).then(|| self.reselected(u)));
     }
 
-    /// When the next ejection ends.
+    /// When the next ejection ends or the ramps move on.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.ejected.values().min().copied()
+        self.rot.next_deadline()
     }
 
-    /// End the ejections whose time is up.
+    /// End the ejections whose time is up (those backends ramp in) and move the ramps on.
     pub fn expire(&mut self, now: Instant) {
-        let before = self.ejected.len();
-        let mut ended: Vec<Arc<str>> = Vec::new();
-        self.ejected.retain(|(u, addr), until| {
-            let keep = *until > now;
-            if !keep {
-                log::info!("backend {addr} of upstream {u} rejoins rotation");
-                ended.push(Arc::clone(u));
+        let rejoined = self.rot.expire(now);
+        let snapshot = self.gw.snapshot();
+        for (name, addr) in &rejoined {
+            if let Some(u) = snapshot.upstream(name) {
+                self.rot.start_ramp(u, *addr);
             }
-            keep
-        });
-        if self.ejected.len() != before {
-            self.republish(|u| ended.contains(&u.name).then(|| self.reselected(u)));
+        }
+        let mut due = self.rot.tick(now);
+        due.extend(rejoined.into_iter().map(|(u, _)| u));
+        if !due.is_empty() {
+            self.republish(|u| due.contains(&u.name).then(|| self.reselected(u)));
         }
     }
 
@@ -146,14 +155,20 @@ impl Writer {
         let Some(up) = snapshot.upstream(&name).cloned() else {
             return Err(AdminRefusal::new(404, format!("no upstream `{name}`")));
         };
-        let ejected = |a| self.is_ejected(&up.name, a);
         match change {
             AdminChange::Add {
                 address, backend, ..
             } => {
                 let addr = resolve_backend_addr(&address).map_err(|e| AdminRefusal::new(400, e))?;
                 let member = Overlay::backend(self.gw.store(), addr, &backend);
-                let Some(next) = up.with_added(member, &ejected) else {
+                if up.contains(addr) {
+                    return Err(AdminRefusal::new(
+                        409,
+                        format!("{addr} is already a backend of `{name}`"),
+                    ));
+                }
+                self.rot.start_ramp(&up, addr);
+                let Some(next) = up.with_added(member, &self.rot.view(&up.name)) else {
                     return Err(AdminRefusal::new(
                         409,
                         format!("{addr} is already a backend of `{name}`"),
@@ -164,7 +179,7 @@ impl Writer {
                 log::info!("admin: added backend {addr} to upstream {name}");
             }
             AdminChange::Remove { addr, .. } => {
-                let Some(next) = up.with_removed(addr, &ejected) else {
+                let Some(next) = up.with_removed(addr, &self.rot.view(&up.name)) else {
                     return Err(not_member(addr, &name));
                 };
                 self.overlay.remove(&name, addr);
@@ -177,6 +192,9 @@ impl Writer {
                 };
                 self.overlay.set_drained(addr, !enabled);
                 if b.state.set_enabled(enabled) {
+                    if enabled {
+                        self.ramp_everywhere(addr);
+                    }
                     self.reselect_holding(addr);
                     let what = if enabled { "enabled" } else { "draining" };
                     log::info!("admin: backend {addr} {what}");
@@ -253,14 +271,27 @@ impl Writer {
         for n in &notes {
             log::warn!("reload ({trigger}): {n}");
         }
-        let known: Vec<Arc<str>> = next.upstreams.iter().map(|u| Arc::clone(&u.name)).collect();
-        self.ejected.retain(|(u, _), _| known.contains(u));
+        self.rot.retain(&next.upstreams);
         let members = self.overlay.apply(&next, self.gw.store());
+        // Members new to an upstream that was already serving ramp in.
+        for (u, m) in next.upstreams.iter().zip(&members) {
+            if let Some(old) = current.upstream(&u.name) {
+                for b in m.iter().filter(|b| !old.contains(b.addr())) {
+                    self.rot.start_ramp(u, b.addr());
+                }
+            }
+        }
         let upstreams = next
             .upstreams
             .iter()
             .zip(members)
-            .map(|(u, m)| Arc::new(u.with_backends(m, &|a| self.is_ejected(&u.name, a))))
+            .map(|(u, m)| {
+                let fresh = u.with_backends(m, &self.rot.view(&u.name));
+                if let Some(old) = current.upstream(&u.name) {
+                    log_panic(old, &fresh);
+                }
+                Arc::new(fresh)
+            })
             .collect();
         let next = next.with_upstreams(upstreams);
         let generation = next.generation;
@@ -312,6 +343,19 @@ fn keep_sockets(current: &Compiled, next: &mut Compiled) -> Vec<String> {
         notes.push("`server` settings take effect at the next graceful upgrade".to_string());
     }
     notes
+}
+
+/// Say when an upstream enters or leaves panic.
+fn log_panic(old: &Upstream, new: &Upstream) {
+    match (old.in_panic(), new.in_panic()) {
+        (false, true) => log::warn!(
+            "upstream {} is in panic: fewer than {:.0}% of its primaries are healthy; balancing over all of them",
+            new.name,
+            new.panic_threshold.unwrap_or(0.0) * 100.0
+        ),
+        (true, false) => log::info!("upstream {} leaves panic", new.name),
+        _ => {}
+    }
 }
 
 fn not_member(addr: SocketAddr, upstream: &str) -> AdminRefusal {

@@ -27,8 +27,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 /// Something that can list the backends of the live config, for scrape-time gauges.
 pub trait BackendSource: Send + Sync {
-    /// Call `f(upstream, backend state)` for every backend of every upstream.
-    fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState));
+    /// Call `f(upstream, backend state, ramp)` for every backend of every upstream; the ramp
+    /// is the share of its weight it gets (slow start), 1 when it does not ramp.
+    fn for_each_backend(&self, f: &mut dyn FnMut(&str, &BackendState, f32));
+    /// Call `f(upstream, in panic)` for every upstream.
+    fn for_each_upstream(&self, f: &mut dyn FnMut(&str, bool));
 }
 
 /// Label values identifying one request-counter series, as ids plus their text.
@@ -328,26 +331,46 @@ struct BackendGauges {
     descs: Vec<Desc>,
 }
 
+/// The scrape-time gauges: (name, help, labels).
+const GAUGES: [(&str, &str, &[&str]); 4] = [
+    (
+        "portcullis_backend_healthy",
+        "1 when the backend passes its health check (or has none), else 0.",
+        &["upstream", "backend"],
+    ),
+    (
+        "portcullis_backend_inflight",
+        "Requests currently in flight to the backend.",
+        &["upstream", "backend"],
+    ),
+    (
+        "portcullis_backend_slow_start_ratio",
+        "Share of its weight the backend gets while it ramps in (slow start); 1 at full weight.",
+        &["upstream", "backend"],
+    ),
+    (
+        "portcullis_upstream_panic",
+        "1 while fewer primaries are healthy than the upstream's panic_threshold and all of them serve.",
+        &["upstream"],
+    ),
+];
+
 impl BackendGauges {
     fn new(source: Weak<dyn BackendSource>) -> Self {
-        let labels = vec!["upstream".to_string(), "backend".to_string()];
-        let desc = |name: &str, help: &str| {
-            Desc::new(name.into(), help.into(), labels.clone(), Default::default())
+        let descs = GAUGES
+            .iter()
+            .map(|(name, help, labels)| {
+                let labels = labels.iter().map(|l| l.to_string()).collect();
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels,
+                    Default::default(),
+                )
                 .expect("static metric definition")
-        };
-        BackendGauges {
-            source,
-            descs: vec![
-                desc(
-                    "portcullis_backend_healthy",
-                    "1 when the backend passes its health check (or has none), else 0.",
-                ),
-                desc(
-                    "portcullis_backend_inflight",
-                    "Requests currently in flight to the backend.",
-                ),
-            ],
-        }
+            })
+            .collect();
+        BackendGauges { source, descs }
     }
 }
 
@@ -360,35 +383,31 @@ impl Collector for BackendGauges {
         let Some(source) = self.source.upgrade() else {
             return Vec::new();
         };
-        let opts = |name: &str, help: &str| Opts::new(name, help);
-        let healthy = prometheus::IntGaugeVec::new(
-            opts(
-                "portcullis_backend_healthy",
-                "1 when the backend passes its health check (or has none), else 0.",
-            ),
-            &["upstream", "backend"],
-        );
-        let inflight = prometheus::IntGaugeVec::new(
-            opts(
-                "portcullis_backend_inflight",
-                "Requests currently in flight to the backend.",
-            ),
-            &["upstream", "backend"],
-        );
-        let (Ok(healthy), Ok(inflight)) = (healthy, inflight) else {
+        let vecs: Vec<prometheus::GaugeVec> = GAUGES
+            .iter()
+            .filter_map(|(name, help, labels)| {
+                prometheus::GaugeVec::new(Opts::new(*name, *help), labels).ok()
+            })
+            .collect();
+        let [healthy, inflight, ramp, panic] = &vecs[..] else {
             return Vec::new();
         };
-        source.for_each_backend(&mut |upstream, state| {
+        source.for_each_backend(&mut |upstream, state, r| {
+            let labels = [upstream, state.label()];
             healthy
-                .with_label_values(&[upstream, state.label()])
-                .set(i64::from(state.is_healthy()));
+                .with_label_values(&labels)
+                .set(f64::from(u8::from(state.is_healthy())));
             inflight
-                .with_label_values(&[upstream, state.label()])
-                .set(i64::from(state.inflight()));
+                .with_label_values(&labels)
+                .set(f64::from(state.inflight()));
+            ramp.with_label_values(&labels).set(f64::from(r));
         });
-        let mut out = healthy.collect();
-        out.extend(inflight.collect());
-        out
+        source.for_each_upstream(&mut |upstream, p| {
+            panic
+                .with_label_values(&[upstream])
+                .set(f64::from(u8::from(p)));
+        });
+        vecs.iter().flat_map(|v| v.collect()).collect()
     }
 }
 

@@ -464,6 +464,7 @@ fn compile_upstream(
         .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("retry"))))
         .ok();
     let admission = super::admission::Admission::compile(u, cx.metrics, &mut errors);
+    let (slow_start, panic_threshold) = super::ramp::compile(u, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -481,6 +482,7 @@ fn compile_upstream(
     .with_http2(u.http_version == 2);
     Ok(
         Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
-            .with_send_proxy(u.send_proxy_protocol),
+            .with_send_proxy(u.send_proxy_protocol)
+            .with_ramps(slow_start, panic_threshold),
     )
 }

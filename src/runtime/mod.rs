@@ -4,6 +4,7 @@ pub mod address;
 pub mod admission;
 pub mod compile;
 pub mod listener;
+pub mod ramp;
 pub mod retry;
 pub mod router;
 pub mod snapshot;

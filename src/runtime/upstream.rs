@@ -5,6 +5,7 @@
 //! upstream whenever health, enablement, ejection or membership changes, so strategies
 //! always balance over exactly the members that may serve.
 
+use super::ramp::{in_panic, Rotation, SlowStart, Steady};
 use super::retry::RetryPolicy;
 use crate::balance::{
     BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
@@ -117,6 +118,12 @@ pub struct Upstream {
     pub admission: Arc<super::admission::Admission>,
     /// PROXY protocol header sent on new backend connections (TCP listeners).
     pub send_proxy: Option<crate::config::tcp::ProxyVersion>,
+    /// How members ramp in, if they do.
+    pub slow_start: Option<SlowStart>,
+    /// Healthy share of primaries below which all of them serve (a fraction).
+    pub panic_threshold: Option<f64>,
+    /// Whether this membership version balances in panic (over unhealthy primaries too).
+    panic: bool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -125,15 +132,6 @@ impl std::fmt::Debug for Upstream {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// Which backends are out of rotation for a reason the backend state does not carry (an open
-/// circuit): `true` for an address to leave out.
-pub type Ejected<'a> = &'a dyn Fn(SocketAddr) -> bool;
-
-/// Nothing ejected.
-pub fn none_ejected(_: SocketAddr) -> bool {
-    false
 }
 
 impl Upstream {
@@ -148,9 +146,12 @@ impl Upstream {
         admission: super::admission::Admission,
     ) -> Self {
         let key = factory.key_source().cloned();
-        let selector = select(&backends, factory.as_ref(), &none_ejected);
+        let (selector, panic) = select(&backends, factory.as_ref(), &Steady, None);
         Upstream {
             ejected: 0,
+            slow_start: None,
+            panic_threshold: None,
+            panic,
             name: name.into(),
             label_id: crate::observe::labels::intern(name),
             factory,
@@ -163,6 +164,25 @@ impl Upstream {
             admission: Arc::new(admission),
             send_proxy: None,
         }
+    }
+
+    /// Ramp members in with `slow_start`; balance over every primary below `panic_threshold`.
+    pub fn with_ramps(
+        mut self,
+        slow_start: Option<SlowStart>,
+        panic_threshold: Option<f64>,
+    ) -> Self {
+        self.slow_start = slow_start;
+        self.panic_threshold = panic_threshold;
+        let (selector, panic) = select(
+            &self.backends,
+            self.factory.as_ref(),
+            &Steady,
+            panic_threshold,
+        );
+        self.selector = selector;
+        self.panic = panic;
+        self
     }
 
     /// Send this PROXY protocol header on new backend connections.
@@ -181,15 +201,19 @@ impl Upstream {
     }
 
     /// This upstream with `backends` as its members, selecting over those that are healthy,
-    /// enabled and not `ejected`.
-    pub fn with_backends(&self, backends: Vec<UpstreamBackend>, ejected: Ejected<'_>) -> Self {
+    /// enabled and not ejected, with the ramps `rot` gives.
+    pub fn with_backends(&self, backends: Vec<UpstreamBackend>, rot: &dyn Rotation) -> Self {
+        let (selector, panic) = select(&backends, self.factory.as_ref(), rot, self.panic_threshold);
         Upstream {
             name: Arc::clone(&self.name),
             label_id: self.label_id,
             factory: Arc::clone(&self.factory),
             key: self.key.clone(),
-            selector: select(&backends, self.factory.as_ref(), ejected),
-            ejected: backends.iter().filter(|b| ejected(b.addr())).count(),
+            selector,
+            panic,
+            slow_start: self.slow_start,
+            panic_threshold: self.panic_threshold,
+            ejected: backends.iter().filter(|b| rot.ejected(b.addr())).count(),
             backends: backends.into_boxed_slice(),
             conn: Arc::clone(&self.conn),
             retry: Arc::clone(&self.retry),
@@ -200,22 +224,22 @@ impl Upstream {
     }
 
     /// The same members, eligibility computed again.
-    pub fn reselect(&self, ejected: Ejected<'_>) -> Self {
-        self.with_backends(self.backends.to_vec(), ejected)
+    pub fn reselect(&self, rot: &dyn Rotation) -> Self {
+        self.with_backends(self.backends.to_vec(), rot)
     }
 
     /// With `b` added; `None` when its address is already a member.
-    pub fn with_added(&self, b: UpstreamBackend, ejected: Ejected<'_>) -> Option<Self> {
+    pub fn with_added(&self, b: UpstreamBackend, rot: &dyn Rotation) -> Option<Self> {
         if self.contains(b.addr()) {
             return None;
         }
         let mut all = self.backends.to_vec();
         all.push(b);
-        Some(self.with_backends(all, ejected))
+        Some(self.with_backends(all, rot))
     }
 
     /// With the backend at `addr` removed; `None` when it is not a member.
-    pub fn with_removed(&self, addr: SocketAddr, ejected: Ejected<'_>) -> Option<Self> {
+    pub fn with_removed(&self, addr: SocketAddr, rot: &dyn Rotation) -> Option<Self> {
         if !self.contains(addr) {
             return None;
         }
@@ -225,7 +249,7 @@ impl Upstream {
             .filter(|b| b.addr() != addr)
             .cloned()
             .collect();
-        Some(self.with_backends(rest, ejected))
+        Some(self.with_backends(rest, rot))
     }
 
     /// Which part of the request the strategy hashes, if any.
@@ -235,16 +259,37 @@ impl Upstream {
     }
 
     /// Choose a backend that `accept` allows. Members that became unavailable since the
-    /// selector was built are skipped too.
+    /// selector was built are skipped too (in panic, only those drained since).
     #[inline]
     pub fn pick(
         &self,
         req: &PickRequest,
         accept: impl Fn(&BackendState) -> bool,
     ) -> Option<Arc<BackendState>> {
+        let panic = self.panic;
         self.selector
-            .pick(req, |m| m.state.is_available() && accept(&m.state))
+            .pick(req, |m| {
+                (if panic {
+                    m.state.is_enabled()
+                } else {
+                    m.state.is_available()
+                }) && accept(&m.state)
+            })
             .map(|m| Arc::clone(&m.state))
+    }
+
+    /// Whether too few primaries are healthy and all of them serve (`panic_threshold`).
+    pub fn in_panic(&self) -> bool {
+        self.panic
+    }
+
+    /// The ramp of member `addr` (1 when it does not ramp or is not a member).
+    pub fn ramp_of(&self, addr: SocketAddr) -> f32 {
+        self.selector
+            .members()
+            .iter()
+            .find(|m| m.state.addr() == addr)
+            .map_or(1.0, |m| m.ramp)
     }
 
     /// The peer to connect to for `addr`.
@@ -331,26 +376,38 @@ impl Upstream {
 }
 
 /// Who may serve is decided here, before any pick: healthy, enabled and not ejected
-/// primaries; while none is, the backups that are.
+/// primaries; while none is, the backups that are. Below the panic threshold (a share of the
+/// enabled primaries), every enabled primary, healthy or not. Returns the selector and whether
+/// it is in panic.
 fn select(
     backends: &[UpstreamBackend],
     factory: &dyn StrategyFactory,
-    ejected: Ejected<'_>,
-) -> Selector {
-    let eligible = |backup: bool| -> Vec<Member> {
+    rot: &dyn Rotation,
+    panic_threshold: Option<f64>,
+) -> (Selector, bool) {
+    let serving = |b: &&UpstreamBackend| b.state.is_available() && !rot.ejected(b.addr());
+    let members = |it: &mut dyn Iterator<Item = &UpstreamBackend>| -> Vec<Member> {
+        it.map(|b| Member {
+            backend: b.backend.clone(),
+            state: Arc::clone(&b.state),
+            weight: u32::try_from(b.backend.weight).unwrap_or(1),
+            ramp: rot.ramp(b.addr()),
+        })
+        .collect()
+    };
+    let primaries = || {
         backends
             .iter()
-            .filter(|b| b.backup == backup && b.state.is_available() && !ejected(b.addr()))
-            .map(|b| Member {
-                backend: b.backend.clone(),
-                state: Arc::clone(&b.state),
-                weight: u32::try_from(b.backend.weight).unwrap_or(1),
-            })
-            .collect()
+            .filter(|b| !b.backup && b.state.is_enabled())
     };
-    let mut members = eligible(false);
-    if members.is_empty() {
-        members = eligible(true);
-    }
-    Selector::new(members, factory)
+    let healthy = primaries().filter(serving).count();
+    let backups = || backends.iter().filter(|b| b.backup).filter(serving);
+    let chosen = if healthy == 0 && backups().next().is_some() {
+        (members(&mut backups()), false)
+    } else if in_panic(panic_threshold, healthy, primaries().count()) {
+        (members(&mut primaries()), true)
+    } else {
+        (members(&mut primaries().filter(serving)), false)
+    };
+    (Selector::new(chosen.0, factory), chosen.1)
 }

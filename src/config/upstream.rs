@@ -1,0 +1,123 @@
+//! An upstream's section: its backends, strategy, checks, connections, and how members ramp
+//! in (`slow_start`) and what happens when most fail their checks (`panic_threshold`).
+
+use super::duration::Dur;
+use super::model::{HealthCheckConfig, KeepaliveConfig, RetryConfig, StrategySpec, TimeoutsConfig};
+use serde::Deserialize;
+
+/// A named group of backends and how to balance, check and reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The servers. At least one.
+    pub backends: Vec<BackendConfig>,
+    /// Balancing strategy: a name (`round_robin`) or `{ kind: least_conn, ... }`.
+    /// Default: `round_robin`.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Active health check. Absent = backends are always considered healthy.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Connect, read, write and idle timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Upstream connection reuse.
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+    /// Retries to another backend on connect failure or timeout before any response byte.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Connect to the backends over TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// `1` (default) or `2`: HTTP/2 to the backends (ALPN `h2` over TLS, or h2c with prior
+    /// knowledge without TLS, which is what gRPC backends speak).
+    #[serde(default = "default_http_version")]
+    pub http_version: u8,
+    /// Most requests (HTTP) or connections (TCP) one backend serves at once. Default: no cap.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Waiting room while every eligible backend is at `max_connections`.
+    #[serde(default)]
+    pub queue: super::tcp::QueueConfig,
+    /// Send a PROXY protocol header (`v1` or `v2`) on every new backend connection
+    /// (TCP listeners only).
+    #[serde(default)]
+    pub send_proxy_protocol: Option<super::tcp::ProxyVersion>,
+    /// Ramp a backend that joins or comes back into rotation from a floor to its full share.
+    #[serde(default)]
+    pub slow_start: Option<SlowStartConfig>,
+    /// Percent (0-100) of primaries that must be healthy; below it, balance over every enabled
+    /// primary, healthy or not (Envoy's `healthy_panic_threshold`). Default: none (off).
+    #[serde(default)]
+    pub panic_threshold: Option<f64>,
+}
+
+/// `slow_start:` of an upstream (Envoy's `slow_start_config`, HAProxy's `slowstart`).
+///
+/// A backend that is added, comes back healthy, is enabled again or rejoins after an ejection
+/// gets `max(min_weight_percent, (elapsed / window) ^ (1 / aggression))` of its share, until
+/// `window` has passed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowStartConfig {
+    /// How long the ramp lasts (100ms to 1h).
+    pub window: Dur,
+    /// Shape of the ramp: 1.0 (default) is linear, above 1 rises faster early. 0.1 to 10.
+    #[serde(default = "default_aggression")]
+    pub aggression: f64,
+    /// Share at the start of the ramp, in percent of the full share (1-100). Default: 10.
+    #[serde(default = "default_min_weight_percent")]
+    pub min_weight_percent: f64,
+}
+
+fn default_aggression() -> f64 {
+    1.0
+}
+
+fn default_min_weight_percent() -> f64 {
+    10.0
+}
+
+fn default_http_version() -> u8 {
+    1
+}
+
+/// TLS to the backends of an upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Server name sent (SNI) and checked against the backends' certificates.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the backends' certificate chain and name. Default: true.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// CA bundle (PEM) to verify against. Default: `server.ca_file`, else the system store.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `ip:port` or `hostname:port` (resolved when the config is loaded).
+    pub address: String,
+    /// Relative share of traffic, 1 to 1000. Default: 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// A backup gets traffic only while no primary backend is healthy. Default: false.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
