@@ -1,6 +1,7 @@
 //! The pick of every strategy at 3, 16 (the largest group `choice: auto` scans in full) and 100
 //! backends: `Selector::pick` with the same accept check the proxy uses (available and not yet
-//! tried). Target: <= 100 ns median.
+//! tried). Target: <= 100 ns median. Each default strategy is also measured at 100 backends
+//! with slow start active (`<name>+slow_start`): a tenth of the members ramping at half weight.
 //!
 //! `cargo bench --bench pick` (or `make bench`).
 
@@ -53,11 +54,21 @@ fn bench_picks(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for (label, params) in variants() {
-        let kind = label.split('(').next().unwrap().to_string();
-        for n in [3usize, 16, 100] {
+    let ramping = STRATEGIES
+        .iter()
+        .map(|(n, _)| (format!("{n}+slow_start"), serde_yaml::Value::Null));
+    for (label, params) in variants().into_iter().chain(ramping) {
+        let kind = label.split(['(', '+']).next().unwrap().to_string();
+        let slow_start = label.ends_with("+slow_start");
+        let sizes: &[usize] = if slow_start { &[100] } else { &[3, 16, 100] };
+        for &n in sizes {
             let store = StateStore::new();
-            let ms = members(n, &store);
+            let mut ms = members(n, &store);
+            if slow_start {
+                for m in ms.iter_mut().step_by(10) {
+                    m.ramp = 0.5;
+                }
+            }
             // A little load on a third of the backends, so scores differ.
             let _busy: Vec<InflightGuard> = ms
                 .iter()
