@@ -53,6 +53,58 @@ pub struct UpstreamConfig {
     /// primary, healthy or not (Envoy's `healthy_panic_threshold`). Default: none (off).
     #[serde(default)]
     pub panic_threshold: Option<f64>,
+    /// Keep a client on one backend with a gateway-issued cookie (HTTP listeners).
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
+}
+
+/// `sticky:` of an upstream: HAProxy's `cookie SRV insert`, nginx's `sticky cookie`.
+///
+/// The first answer sets cookie `cookie` naming the backend by a keyed hash (HMAC-SHA256 of
+/// the upstream name and address, never the address); later requests carrying it go to that
+/// backend while it is eligible.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Cookie name (letters, digits, `-`, `_`, `.`).
+    pub cookie: String,
+    /// `Max-Age`. Default: none (a browser-session cookie).
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    /// `Path`. Default: `/`.
+    #[serde(default = "default_cookie_path")]
+    pub path: String,
+    /// `Domain`. Default: none (the request's host).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `Secure`. Default: false.
+    #[serde(default)]
+    pub secure: bool,
+    /// `HttpOnly`. Default: true.
+    #[serde(default = "default_true")]
+    pub http_only: bool,
+    /// `SameSite`: `strict`, `lax` or `none` (`none` needs `secure`). Default: `lax`.
+    #[serde(default = "default_same_site")]
+    pub same_site: String,
+    /// The HMAC key (at least 16 bytes). Gateways that share it, and restarts, keep clients on
+    /// their backends. Default: a random key per process.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Read the key from this environment variable instead.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+fn default_cookie_path() -> String {
+    "/".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_same_site() -> String {
+    "lax".into()
 }
 
 /// `slow_start:` of an upstream (Envoy's `slow_start_config`, HAProxy's `slowstart`).

@@ -102,4 +102,6 @@ pub struct RequestCtx {
     pub client_ip: Option<std::net::IpAddr>,
     /// Scratch space of the route's filters.
     pub filter_state: RequestState,
+    /// The backend token of the request's sticky cookie, when it carried a well-formed one.
+    pub sticky: Option<crate::runtime::sticky::Token>,
 }

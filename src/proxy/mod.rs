@@ -384,6 +384,11 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
+        if let (Some(up), Some(slot)) = (upstream_of(ctx), &ctx.backend) {
+            if let Some(cookie) = up.sticky_cookie(slot.state().addr(), ctx.sticky) {
+                response.append_header(http::header::SET_COOKIE, cookie)?;
+            }
+        }
         if self.gateway.is_draining() {
             // Shutting down or handing over since this request arrived: Pingora then answers
             // `Connection: close`, so the client sends its next request on a new connection

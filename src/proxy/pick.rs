@@ -28,6 +28,14 @@ pub async fn take_backend(
     };
     let now = now_ns();
     let pick = PickRequest { hash, now };
+    // A sticky cookie is honoured on the first attempt only: a retry goes elsewhere.
+    let sticky = match up.sticky_target(session.req_header()) {
+        Some((token, addr)) if ctx.tried.count() == 0 => {
+            ctx.sticky = Some(token);
+            addr
+        }
+        _ => None,
+    };
     let filters = super::route_of(ctx).map_or(&[][..], |r| &r.filters.accept_backend[..]);
     // 1 + the index of the filter that vetoed last (0: none did).
     let vetoed_by = AtomicUsize::new(0);
@@ -50,6 +58,9 @@ pub async fn take_backend(
             None => true,
         }
     };
+    if let Some(slot) = sticky.and_then(|addr| sticky_slot(up, addr, &accept, now)) {
+        return Ok(slot);
+    }
     let taken = if up.admission.cap == 0 {
         up.pick(&pick, accept)
             .map(|s| InflightGuard::new(s, now))
@@ -81,4 +92,18 @@ pub async fn take_backend(
         ErrorType::HTTPStatus(503),
         format!("no available backend in upstream {}", up.name),
     ))
+}
+
+/// A slot on `addr`, the backend the request's sticky cookie names, when it is eligible, not
+/// vetoed and below its cap; otherwise `None` and the request is balanced (and the cookie issued
+/// again).
+#[inline]
+fn sticky_slot(
+    up: &Upstream,
+    addr: std::net::SocketAddr,
+    accept: &dyn Fn(&BackendState) -> bool,
+    now: u64,
+) -> Option<InflightGuard> {
+    let state = up.pick_addr(addr, accept)?;
+    InflightGuard::try_new(&state, up.admission.cap, Some(now))
 }

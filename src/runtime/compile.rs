@@ -465,6 +465,11 @@ fn compile_upstream(
         .ok();
     let admission = super::admission::Admission::compile(u, cx.metrics, &mut errors);
     let (slow_start, panic_threshold) = super::ramp::compile(u, &mut errors);
+    let sticky = u.sticky.as_ref().and_then(|c| {
+        super::sticky::Sticky::compile(c)
+            .map_err(|e| errors.extend(e))
+            .ok()
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -483,6 +488,7 @@ fn compile_upstream(
     Ok(
         Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
             .with_send_proxy(u.send_proxy_protocol)
-            .with_ramps(slow_start, panic_threshold),
+            .with_ramps(slow_start, panic_threshold)
+            .with_sticky(sticky),
     )
 }

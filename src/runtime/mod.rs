@@ -8,6 +8,7 @@ pub mod ramp;
 pub mod retry;
 pub mod router;
 pub mod snapshot;
+pub mod sticky;
 pub mod tcp;
 pub mod upstream;
 

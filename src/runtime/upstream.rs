@@ -7,6 +7,7 @@
 
 use super::ramp::{in_panic, Rotation, SlowStart, Steady};
 use super::retry::RetryPolicy;
+use super::sticky::{Sticky, Token};
 use crate::balance::{
     BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
 };
@@ -124,6 +125,8 @@ pub struct Upstream {
     pub panic_threshold: Option<f64>,
     /// Whether this membership version balances in panic (over unhealthy primaries too).
     panic: bool,
+    /// Sticky cookie settings and each backend's token.
+    sticky: Option<(Sticky, Tokens)>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -152,6 +155,7 @@ impl Upstream {
             slow_start: None,
             panic_threshold: None,
             panic,
+            sticky: None,
             name: name.into(),
             label_id: crate::observe::labels::intern(name),
             factory,
@@ -185,6 +189,15 @@ impl Upstream {
         self
     }
 
+    /// Keep clients on a backend with a gateway-issued cookie.
+    pub fn with_sticky(mut self, sticky: Option<Sticky>) -> Self {
+        self.sticky = sticky.map(|s| {
+            let tokens = tokens(&s, &self.name, &self.backends);
+            (s, tokens)
+        });
+        self
+    }
+
     /// Send this PROXY protocol header on new backend connections.
     pub fn with_send_proxy(mut self, v: Option<crate::config::tcp::ProxyVersion>) -> Self {
         self.send_proxy = v;
@@ -204,7 +217,20 @@ impl Upstream {
     /// enabled and not ejected, with the ramps `rot` gives.
     pub fn with_backends(&self, backends: Vec<UpstreamBackend>, rot: &dyn Rotation) -> Self {
         let (selector, panic) = select(&backends, self.factory.as_ref(), rot, self.panic_threshold);
+        let sticky = self.sticky.as_ref().map(|(s, old)| {
+            let same = old.len() == backends.len()
+                && backends
+                    .iter()
+                    .all(|b| old.iter().any(|(a, _)| *a == b.addr()));
+            let t = if same {
+                Arc::clone(old)
+            } else {
+                tokens(s, &self.name, &backends)
+            };
+            (s.clone(), t)
+        });
         Upstream {
+            sticky,
             name: Arc::clone(&self.name),
             label_id: self.label_id,
             factory: Arc::clone(&self.factory),
@@ -276,6 +302,51 @@ impl Upstream {
                 }) && accept(&m.state)
             })
             .map(|m| Arc::clone(&m.state))
+    }
+
+    /// The backend a sticky cookie names, when this upstream is sticky and the request carries
+    /// a valid cookie: (the cookie's token, the backend's address if it is one of ours).
+    #[inline]
+    pub fn sticky_target(
+        &self,
+        req: &pingora::http::RequestHeader,
+    ) -> Option<(Token, Option<SocketAddr>)> {
+        let (s, tokens) = self.sticky.as_ref()?;
+        let t = s.read(req)?;
+        Some((t, tokens.iter().find(|(_, k)| *k == t).map(|(a, _)| *a)))
+    }
+
+    /// The `Set-Cookie` value for a response served by `addr`, unless the request's cookie
+    /// (`carried`) already names it.
+    pub fn sticky_cookie(
+        &self,
+        addr: SocketAddr,
+        carried: Option<Token>,
+    ) -> Option<http::HeaderValue> {
+        let (s, tokens) = self.sticky.as_ref()?;
+        let t = tokens.iter().find(|(a, _)| *a == addr)?.1;
+        (carried != Some(t)).then(|| s.set_cookie(t)).flatten()
+    }
+
+    /// Member `addr`, if it is eligible, available and `accept` allows it: the target of a
+    /// sticky cookie, taken without a strategy's pick.
+    #[inline]
+    pub fn pick_addr(
+        &self,
+        addr: SocketAddr,
+        accept: impl Fn(&BackendState) -> bool,
+    ) -> Option<Arc<BackendState>> {
+        let m = self
+            .selector
+            .members()
+            .iter()
+            .find(|m| m.state.addr() == addr)?;
+        let usable = if self.panic {
+            m.state.is_enabled()
+        } else {
+            m.state.is_available()
+        };
+        (usable && accept(&m.state)).then(|| Arc::clone(&m.state))
     }
 
     /// Whether too few primaries are healthy and all of them serve (`panic_threshold`).
@@ -373,6 +444,17 @@ impl Upstream {
     pub fn strategy(&self) -> &'static str {
         self.factory.name()
     }
+}
+
+/// Each backend's sticky token, by address.
+type Tokens = Arc<[(SocketAddr, Token)]>;
+
+/// Each backend's sticky token.
+fn tokens(s: &Sticky, upstream: &str, backends: &[UpstreamBackend]) -> Tokens {
+    backends
+        .iter()
+        .map(|b| (b.addr(), s.token(upstream, b.addr())))
+        .collect()
 }
 
 /// Who may serve is decided here, before any pick: healthy, enabled and not ejected
