@@ -4,6 +4,7 @@
 
 pub mod load;
 pub mod tcp;
+pub mod ws;
 
 use portcullis::devserver::{DevServer, DevState};
 use std::io::Read;
