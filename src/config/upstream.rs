@@ -56,6 +56,37 @@ pub struct UpstreamConfig {
     /// Keep a client on one backend with a gateway-issued cookie (HTTP listeners).
     #[serde(default)]
     pub sticky: Option<StickyConfig>,
+    /// Remember which backend served a key and send the key there again.
+    #[serde(default)]
+    pub affinity: Option<AffinityConfig>,
+}
+
+/// `affinity:` of an upstream: a table of key -> backend (the TAI design's affinity table,
+/// HAProxy's stick table).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AffinityConfig {
+    /// `client_ip`, `header:<name>`, `cookie:<name>` or `query:<name>`. Default: `client_ip`.
+    #[serde(default = "default_affinity_key")]
+    pub key: String,
+    /// How long an unused entry lives (1s to 7 days). Default: 10m.
+    #[serde(default = "default_affinity_ttl")]
+    pub ttl: Dur,
+    /// Most entries held (16 to 10,000,000); the least recently used go first. Default: 100000.
+    #[serde(default = "default_affinity_entries")]
+    pub max_entries: usize,
+}
+
+fn default_affinity_key() -> String {
+    "client_ip".into()
+}
+
+fn default_affinity_ttl() -> Dur {
+    Dur(std::time::Duration::from_secs(600))
+}
+
+fn default_affinity_entries() -> usize {
+    100_000
 }
 
 /// `sticky:` of an upstream: HAProxy's `cookie SRV insert`, nginx's `sticky cookie`.

@@ -385,7 +385,8 @@ impl ProxyHttp for Proxy {
             response.insert_header(request_id::HEADER, id.clone())?;
         }
         if let (Some(up), Some(slot)) = (upstream_of(ctx), &ctx.backend) {
-            if let Some(cookie) = up.sticky_cookie(slot.state().addr(), ctx.sticky) {
+            let sticky = up.sticky();
+            if let Some(cookie) = sticky.and_then(|t| t.cookie(slot.state().addr(), ctx.sticky)) {
                 response.append_header(http::header::SET_COOKIE, cookie)?;
             }
         }

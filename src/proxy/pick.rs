@@ -5,15 +5,18 @@
 use super::context::{LocalReason, RequestCtx};
 use crate::balance::{now_ns, BackendState, InflightGuard, PickRequest};
 use crate::runtime::admission::Refusal;
+use crate::runtime::affinity::Affinity;
 use crate::runtime::Upstream;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 use portcullis_plugin::Candidate;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-/// Pick a backend for the next attempt of `ctx`'s request on `up` and hold a slot on it.
-/// On failure, `ctx.local` says why and the error is a 503.
+/// Pick a backend for the next attempt of `ctx`'s request on `up` and hold a slot on it: the
+/// backend its sticky cookie or affinity entry names when that one can serve, else the
+/// strategy's pick. On failure, `ctx.local` says why and the error is a 503.
 pub async fn take_backend(
     session: &Session,
     ctx: &mut RequestCtx,
@@ -28,14 +31,7 @@ pub async fn take_backend(
     };
     let now = now_ns();
     let pick = PickRequest { hash, now };
-    // A sticky cookie is honoured on the first attempt only: a retry goes elsewhere.
-    let sticky = match up.sticky_target(session.req_header()) {
-        Some((token, addr)) if ctx.tried.count() == 0 => {
-            ctx.sticky = Some(token);
-            addr
-        }
-        _ => None,
-    };
+    let kept = Preference::of(session, ctx, up, now);
     let filters = super::route_of(ctx).map_or(&[][..], |r| &r.filters.accept_backend[..]);
     // 1 + the index of the filter that vetoed last (0: none did).
     let vetoed_by = AtomicUsize::new(0);
@@ -58,10 +54,9 @@ pub async fn take_backend(
             None => true,
         }
     };
-    if let Some(slot) = sticky.and_then(|addr| sticky_slot(up, addr, &accept, now)) {
-        return Ok(slot);
-    }
-    let taken = if up.admission.cap == 0 {
+    let taken = if let Some(slot) = kept.slot(up, &accept, now) {
+        Ok(slot)
+    } else if up.admission.cap == 0 {
         up.pick(&pick, accept)
             .map(|s| InflightGuard::new(s, now))
             .ok_or(Refusal::NoBackend)
@@ -70,40 +65,105 @@ pub async fn take_backend(
             |ok: &dyn Fn(&BackendState) -> bool| up.pick(&pick, |s| ok(s) && accept(s));
         up.admission.acquire(&mut capped, Some(now)).await
     };
-    let refusal = match taken {
-        Ok(slot) => return Ok(slot),
-        Err(r) => r,
-    };
-    let vetoed = vetoed_by
-        .load(Relaxed)
-        .checked_sub(1)
-        .and_then(|i| filters.get(i));
-    ctx.local = match (refusal, vetoed) {
+    match taken {
+        Ok(slot) => {
+            kept.served(&slot, now);
+            Ok(slot)
+        }
+        Err(refusal) => {
+            let vetoed = vetoed_by.load(Relaxed).checked_sub(1);
+            let kind = vetoed
+                .and_then(|i| filters.get(i))
+                .map(|e| Arc::clone(&e.kind));
+            Err(refused(ctx, up, refusal, kind))
+        }
+    }
+}
+
+/// Say why no backend was taken (in `ctx.local`) and build the 503.
+fn refused(
+    ctx: &mut RequestCtx,
+    up: &Upstream,
+    refusal: Refusal,
+    vetoed_by: Option<Arc<str>>,
+) -> Box<Error> {
+    ctx.local = match (refusal, vetoed_by) {
         (Refusal::QueueFull, _) => Some(LocalReason::QueueFull),
         (Refusal::QueueTimeout, _) => Some(LocalReason::QueueTimeout),
-        (Refusal::NoBackend, Some(e)) => {
-            ctx.vetoed_by = Some(Arc::clone(&e.kind));
+        (Refusal::NoBackend, Some(kind)) => {
+            ctx.vetoed_by = Some(kind);
             Some(LocalReason::Vetoed)
         }
         (Refusal::NoBackend, None) if ctx.tried.count() == 0 => Some(LocalReason::NoBackend),
         (Refusal::NoBackend, None) => ctx.local,
     };
-    Err(Error::explain(
+    Error::explain(
         ErrorType::HTTPStatus(503),
         format!("no available backend in upstream {}", up.name),
-    ))
+    )
 }
 
-/// A slot on `addr`, the backend the request's sticky cookie names, when it is eligible, not
-/// vetoed and below its cap; otherwise `None` and the request is balanced (and the cookie issued
-/// again).
-#[inline]
-fn sticky_slot(
-    up: &Upstream,
-    addr: std::net::SocketAddr,
-    accept: &dyn Fn(&BackendState) -> bool,
-    now: u64,
-) -> Option<InflightGuard> {
-    let state = up.pick_addr(addr, accept)?;
-    InflightGuard::try_new(&state, up.admission.cap, Some(now))
+/// The backend a request asks to keep: the one its sticky cookie names, else the one its
+/// affinity key is remembered with. Both are honoured on the first attempt only (a retry goes
+/// elsewhere); every attempt that gets a backend refreshes the key's entry.
+struct Preference<'a> {
+    sticky: Option<SocketAddr>,
+    /// The table and the request key's hash.
+    affinity: Option<(&'a Affinity, u64)>,
+    /// The entry found, on a first attempt.
+    remembered: Option<SocketAddr>,
+}
+
+impl<'a> Preference<'a> {
+    #[inline]
+    fn of(session: &Session, ctx: &mut RequestCtx, up: &'a Upstream, now: u64) -> Self {
+        let first = ctx.tried.count() == 0;
+        let req = session.req_header();
+        let mut sticky = None;
+        if let Some((token, addr)) = up.sticky().and_then(|t| t.target(req)).filter(|_| first) {
+            ctx.sticky = Some(token);
+            sticky = addr;
+        }
+        let affinity = up.affinity().map(|a| (a, a.key_of(req, ctx.client_ip)));
+        let remembered = affinity
+            .filter(|_| first && sticky.is_none())
+            .and_then(|(a, h)| a.lookup(h, now));
+        if let (Some((a, _)), true) = (affinity, first && remembered.is_none() && sticky.is_none())
+        {
+            a.count(false);
+        }
+        Preference {
+            sticky,
+            affinity,
+            remembered,
+        }
+    }
+
+    /// A slot on the preferred backend, when it is eligible, not vetoed and below its cap;
+    /// otherwise `None` and the request is balanced (the cookie issued again, the entry
+    /// replaced).
+    #[inline]
+    fn slot(
+        &self,
+        up: &Upstream,
+        accept: &dyn Fn(&BackendState) -> bool,
+        now: u64,
+    ) -> Option<InflightGuard> {
+        let addr = self.sticky.or(self.remembered)?;
+        let slot = up
+            .pick_addr(addr, accept)
+            .and_then(|s| InflightGuard::try_new(&s, up.admission.cap, Some(now)));
+        if let (Some((a, _)), Some(_)) = (self.affinity, self.remembered) {
+            a.count(slot.is_some());
+        }
+        slot
+    }
+
+    /// Remember the backend that was taken.
+    #[inline]
+    fn served(&self, slot: &InflightGuard, now: u64) {
+        if let Some((a, h)) = self.affinity {
+            a.remember(h, slot.state().addr(), now);
+        }
+    }
 }

@@ -315,27 +315,6 @@ fn compile_listeners(
     (out, certificates)
 }
 
-fn compile_upstream_tls(
-    t: &crate::config::model::UpstreamTlsConfig,
-) -> Result<UpstreamTls, PathError> {
-    if t.verify && t.sni.as_deref().is_none_or(str::is_empty) {
-        return Err(PathError::at(
-            "sni",
-            "set the name the backends' certificates carry (or `verify: false`)",
-        ));
-    }
-    let ca = match &t.ca_file {
-        Some(path) => Some(crate::tls::load_ca(path).map_err(|e| PathError::at("ca_file", e))?),
-        None => None,
-    };
-    Ok(UpstreamTls {
-        sni: t.sni.clone().unwrap_or_default(),
-        verify: t.verify,
-        ca_file: t.ca_file.clone(),
-        ca,
-    })
-}
-
 fn compile_admin(
     a: &crate::config::model::AdminConfig,
 ) -> Result<super::snapshot::AdminSpec, PathError> {
@@ -427,7 +406,7 @@ fn compile_upstream(
         .map_err(|e| errors.push(e.under("strategy")))
         .ok();
     let tls = u.tls.as_ref().and_then(|t| {
-        compile_upstream_tls(t)
+        UpstreamTls::compile(t)
             .map_err(|e| errors.push(e.under("tls")))
             .ok()
     });
@@ -465,6 +444,18 @@ fn compile_upstream(
         .ok();
     let admission = super::admission::Admission::compile(u, cx.metrics, &mut errors);
     let (slow_start, panic_threshold) = super::ramp::compile(u, &mut errors);
+    let bc = BuildContext::new(
+        Scope::Global,
+        &[],
+        cx.plugin_metrics,
+        cx.persistent,
+        cx.generation,
+    );
+    let affinity = u.affinity.as_ref().and_then(|c| {
+        super::affinity::build(&u.name, c, &bc)
+            .map_err(|e| errors.extend(e))
+            .ok()
+    });
     let sticky = u.sticky.as_ref().and_then(|c| {
         super::sticky::Sticky::compile(c)
             .map_err(|e| errors.extend(e))
@@ -489,6 +480,6 @@ fn compile_upstream(
         Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
             .with_send_proxy(u.send_proxy_protocol)
             .with_ramps(slow_start, panic_threshold)
-            .with_sticky(sticky),
+            .with_sessions(sticky, affinity),
     )
 }

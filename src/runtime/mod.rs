@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod admission;
+pub mod affinity;
 pub mod compile;
 pub mod listener;
 pub mod ramp;

@@ -179,6 +179,58 @@ impl Sticky {
     }
 }
 
+/// A sticky upstream's settings and each backend's token, computed by the control plane when it
+/// builds the upstream (and kept while the backends stay the same).
+#[derive(Debug, Clone)]
+pub struct StickyTable {
+    sticky: Sticky,
+    tokens: Arc<[(SocketAddr, Token)]>,
+}
+
+impl StickyTable {
+    /// The tokens of `addrs` in `upstream`.
+    pub fn new(sticky: Sticky, upstream: &str, addrs: &[SocketAddr]) -> Self {
+        let tokens = addrs
+            .iter()
+            .map(|a| (*a, sticky.token(upstream, *a)))
+            .collect();
+        StickyTable { sticky, tokens }
+    }
+
+    /// The table for members `addrs`: this one when they are the same backends.
+    pub fn for_members(&self, upstream: &str, addrs: &[SocketAddr]) -> Self {
+        let same = self.tokens.len() == addrs.len()
+            && addrs
+                .iter()
+                .all(|a| self.tokens.iter().any(|(t, _)| t == a));
+        if same {
+            self.clone()
+        } else {
+            Self::new(self.sticky.clone(), upstream, addrs)
+        }
+    }
+
+    /// The token of the request's cookie, when it carries a well-formed one, and the backend it
+    /// names, if it is one of ours.
+    #[inline]
+    pub fn target(&self, req: &RequestHeader) -> Option<(Token, Option<SocketAddr>)> {
+        let t = self.sticky.read(req)?;
+        Some((
+            t,
+            self.tokens.iter().find(|(_, k)| *k == t).map(|(a, _)| *a),
+        ))
+    }
+
+    /// The `Set-Cookie` value for an answer from `addr`, unless the request's cookie
+    /// (`carried`) already names it.
+    pub fn cookie(&self, addr: SocketAddr, carried: Option<Token>) -> Option<HeaderValue> {
+        let t = self.tokens.iter().find(|(a, _)| *a == addr)?.1;
+        (carried != Some(t))
+            .then(|| self.sticky.set_cookie(t))
+            .flatten()
+    }
+}
+
 /// The HMAC key: `secret`, `secret_env`, or the process's random key.
 fn secret(c: &StickyConfig) -> Result<Vec<u8>, (&'static str, String)> {
     let given = match (&c.secret, &c.secret_env) {

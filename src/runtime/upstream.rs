@@ -5,9 +5,10 @@
 //! upstream whenever health, enablement, ejection or membership changes, so strategies
 //! always balance over exactly the members that may serve.
 
+use super::affinity::Affinity;
 use super::ramp::{in_panic, Rotation, SlowStart, Steady};
 use super::retry::RetryPolicy;
-use super::sticky::{Sticky, Token};
+use super::sticky::{Sticky, StickyTable};
 use crate::balance::{
     BackendState, KeySource, Member, PickRequest, Selector, StateStore, StrategyFactory,
 };
@@ -126,7 +127,10 @@ pub struct Upstream {
     /// Whether this membership version balances in panic (over unhealthy primaries too).
     panic: bool,
     /// Sticky cookie settings and each backend's token.
-    sticky: Option<(Sticky, Tokens)>,
+    sticky: Option<StickyTable>,
+    /// Remembered key -> backend mappings (shared by every version of this config, and across
+    /// reloads that keep its settings).
+    affinity: Option<Arc<Affinity>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -156,6 +160,7 @@ impl Upstream {
             panic_threshold: None,
             panic,
             sticky: None,
+            affinity: None,
             name: name.into(),
             label_id: crate::observe::labels::intern(name),
             factory,
@@ -189,12 +194,15 @@ impl Upstream {
         self
     }
 
-    /// Keep clients on a backend with a gateway-issued cookie.
-    pub fn with_sticky(mut self, sticky: Option<Sticky>) -> Self {
-        self.sticky = sticky.map(|s| {
-            let tokens = tokens(&s, &self.name, &self.backends);
-            (s, tokens)
-        });
+    /// Keep clients on a backend with a gateway-issued cookie, or by a remembered key.
+    pub fn with_sessions(
+        mut self,
+        sticky: Option<Sticky>,
+        affinity: Option<Arc<Affinity>>,
+    ) -> Self {
+        let addrs: Vec<SocketAddr> = self.backends.iter().map(|b| b.addr()).collect();
+        self.sticky = sticky.map(|s| StickyTable::new(s, &self.name, &addrs));
+        self.affinity = affinity;
         self
     }
 
@@ -217,20 +225,14 @@ impl Upstream {
     /// enabled and not ejected, with the ramps `rot` gives.
     pub fn with_backends(&self, backends: Vec<UpstreamBackend>, rot: &dyn Rotation) -> Self {
         let (selector, panic) = select(&backends, self.factory.as_ref(), rot, self.panic_threshold);
-        let sticky = self.sticky.as_ref().map(|(s, old)| {
-            let same = old.len() == backends.len()
-                && backends
-                    .iter()
-                    .all(|b| old.iter().any(|(a, _)| *a == b.addr()));
-            let t = if same {
-                Arc::clone(old)
-            } else {
-                tokens(s, &self.name, &backends)
-            };
-            (s.clone(), t)
-        });
+        let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr()).collect();
+        let sticky = self
+            .sticky
+            .as_ref()
+            .map(|t| t.for_members(&self.name, &addrs));
         Upstream {
             sticky,
+            affinity: self.affinity.clone(),
             name: Arc::clone(&self.name),
             label_id: self.label_id,
             factory: Arc::clone(&self.factory),
@@ -304,28 +306,16 @@ impl Upstream {
             .map(|m| Arc::clone(&m.state))
     }
 
-    /// The backend a sticky cookie names, when this upstream is sticky and the request carries
-    /// a valid cookie: (the cookie's token, the backend's address if it is one of ours).
+    /// The sticky cookie settings and tokens, when the upstream is sticky.
     #[inline]
-    pub fn sticky_target(
-        &self,
-        req: &pingora::http::RequestHeader,
-    ) -> Option<(Token, Option<SocketAddr>)> {
-        let (s, tokens) = self.sticky.as_ref()?;
-        let t = s.read(req)?;
-        Some((t, tokens.iter().find(|(_, k)| *k == t).map(|(a, _)| *a)))
+    pub fn sticky(&self) -> Option<&StickyTable> {
+        self.sticky.as_ref()
     }
 
-    /// The `Set-Cookie` value for a response served by `addr`, unless the request's cookie
-    /// (`carried`) already names it.
-    pub fn sticky_cookie(
-        &self,
-        addr: SocketAddr,
-        carried: Option<Token>,
-    ) -> Option<http::HeaderValue> {
-        let (s, tokens) = self.sticky.as_ref()?;
-        let t = tokens.iter().find(|(a, _)| *a == addr)?.1;
-        (carried != Some(t)).then(|| s.set_cookie(t)).flatten()
+    /// The affinity table, when the upstream remembers keys.
+    #[inline]
+    pub fn affinity(&self) -> Option<&Affinity> {
+        self.affinity.as_deref()
     }
 
     /// Member `addr`, if it is eligible, available and `accept` allows it: the target of a
@@ -444,17 +434,6 @@ impl Upstream {
     pub fn strategy(&self) -> &'static str {
         self.factory.name()
     }
-}
-
-/// Each backend's sticky token, by address.
-type Tokens = Arc<[(SocketAddr, Token)]>;
-
-/// Each backend's sticky token.
-fn tokens(s: &Sticky, upstream: &str, backends: &[UpstreamBackend]) -> Tokens {
-    backends
-        .iter()
-        .map(|b| (b.addr(), s.token(upstream, b.addr())))
-        .collect()
 }
 
 /// Who may serve is decided here, before any pick: healthy, enabled and not ejected

@@ -35,6 +35,29 @@ impl PartialEq for UpstreamTls {
 impl Eq for UpstreamTls {}
 
 impl UpstreamTls {
+    /// Check and load an upstream's `tls` section (the CA file is read here).
+    pub fn compile(
+        t: &crate::config::model::UpstreamTlsConfig,
+    ) -> Result<Self, crate::config::PathError> {
+        use crate::config::PathError;
+        if t.verify && t.sni.as_deref().is_none_or(str::is_empty) {
+            return Err(PathError::at(
+                "sni",
+                "set the name the backends' certificates carry (or `verify: false`)",
+            ));
+        }
+        let ca = match &t.ca_file {
+            Some(path) => Some(super::load_ca(path).map_err(|e| PathError::at("ca_file", e))?),
+            None => None,
+        };
+        Ok(UpstreamTls {
+            sni: t.sni.clone().unwrap_or_default(),
+            verify: t.verify,
+            ca_file: t.ca_file.clone(),
+            ca,
+        })
+    }
+
     /// Apply to a peer.
     pub fn apply(&self, peer: &mut HttpPeer) {
         peer.scheme = pingora::upstreams::peer::Scheme::HTTPS;
