@@ -31,6 +31,8 @@ pub struct DevState {
     exponential: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     posts: AtomicU64,
+    /// Sum of the CRC-32s of the request bodies received (a cheap fingerprint for tests).
+    body_crcs: AtomicU64,
     /// Concurrency cap (0 = none) and the permits that enforce it (see [`DevState::set_capacity`]).
     capacity: AtomicU32,
     permits: Permits,
@@ -67,6 +69,10 @@ impl DevState {
     /// POST requests received, counted on arrival.
     pub fn posts(&self) -> u64 {
         self.posts.load(Relaxed)
+    }
+    /// Sum of the CRC-32s of the request bodies received (content-length bodies).
+    pub fn body_crcs(&self) -> u64 {
+        self.body_crcs.load(Relaxed)
     }
     /// Highest number of concurrent requests seen.
     pub fn max_inflight(&self) -> u32 {
@@ -233,6 +239,9 @@ async fn handle_one(
     } else if content_length > 0 {
         let mut body = vec![0; content_length];
         stream.read_exact(&mut body).await?;
+        state
+            .body_crcs
+            .fetch_add(u64::from(crc32fast::hash(&body)), Relaxed);
     }
     let health = path == "/healthz";
     let stats = path == "/devserver/connections";

@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod listener;
 pub mod locate;
+pub mod mirror;
 pub mod model;
 pub mod tcp;
 pub mod upstream;

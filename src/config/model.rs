@@ -130,6 +130,9 @@ pub struct RouteConfig {
     /// The route's filters, in order (after the global ones).
     #[serde(default)]
     pub filters: Vec<FilterSpec>,
+    /// Send a copy of some requests to another upstream and discard its answers.
+    #[serde(default)]
+    pub mirror: Option<super::mirror::MirrorConfig>,
 }
 
 /// A filter in a chain: `{ kind: <registered name>, ...its config }`.

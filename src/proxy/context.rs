@@ -104,4 +104,6 @@ pub struct RequestCtx {
     pub filter_state: RequestState,
     /// The backend token of the request's sticky cookie, when it carried a well-formed one.
     pub sticky: Option<crate::runtime::sticky::Token>,
+    /// The copy of this request for the route's mirror, when it is sampled.
+    pub mirror: Option<Box<super::mirror::Copy>>,
 }

@@ -15,6 +15,7 @@ pub mod connections;
 pub mod context;
 mod errors;
 pub mod guard;
+pub mod mirror;
 mod outcome;
 mod pick;
 pub mod request_id;
@@ -85,45 +86,6 @@ fn view<'a>(req: &'a RequestHeader, client_ip: Option<IpAddr>, route: &'a str) -
 const NO_LABEL: (u32, &str) = (u32::MAX, "");
 
 impl Proxy {
-    /// Count a failed attempt against the current backend, report it to the outcome filters,
-    /// and allow a retry elsewhere when the upstream's retry count and budget allow it and
-    /// the request is idempotent or was never sent (`sent: false`: the connection failed, so
-    /// no byte of it reached the backend; nginx's `proxy_next_upstream error` does the same).
-    fn attempt_failed(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-        e: &mut Error,
-        kind: AttemptError,
-        sent: bool,
-    ) {
-        let Some(up) = upstream_of(ctx).cloned() else {
-            return;
-        };
-        let now = now_ns();
-        if let Some(g) = &ctx.backend {
-            g.state().record_failure(now);
-            if kind == AttemptError::Connect || matches!(e.etype(), ErrorType::ConnectTimedout) {
-                self.gateway
-                    .metrics()
-                    .count_connect_error(&up.name, g.state().label());
-            }
-        }
-        let mut retry = false;
-        let replayable = !sent || session.req_header().method.is_idempotent();
-        if ctx.retries < up.retry.attempts && replayable {
-            if up.retry.try_spend(now) {
-                ctx.retries += 1;
-                retry = true;
-                self.gateway.metrics().count_retry(&up.name);
-            } else {
-                self.gateway.metrics().count_retry_refused(&up.name);
-            }
-        }
-        e.set_retry(retry);
-        outcome::report_attempt(ctx, 0, Some(kind), retry);
-    }
-
     /// Run the route's response filters on a header the gateway built itself.
     fn filter_local_response(session: &Session, ctx: &mut RequestCtx, header: &mut ResponseHeader) {
         let RequestCtx {
@@ -203,8 +165,12 @@ impl ProxyHttp for Proxy {
                 }
             }
         }
+        let Some(r) = answer else {
+            ctx.mirror = mirror::begin(route, session.req_header());
+            ctx.snapshot = Some(snapshot);
+            return Ok(false);
+        };
         ctx.snapshot = Some(snapshot);
-        let Some(r) = answer else { return Ok(false) };
         ctx.local = Some(LocalReason::Filter);
         let mut header =
             respond::local_header(r.status, r.body.len(), ctx.request_id.as_ref(), &r.headers)?;
@@ -267,7 +233,7 @@ impl ProxyHttp for Proxy {
         } else {
             AttemptError::Connect
         };
-        self.attempt_failed(session, ctx, &mut e, kind, false);
+        outcome::attempt_failed(self.gateway.metrics(), session, ctx, &mut e, kind, false);
         e
     }
 
@@ -290,7 +256,14 @@ impl ProxyHttp for Proxy {
         ) {
             // No response byte yet: the backend is slow. Count it and try another one.
             ctx.local = Some(LocalReason::Timeout);
-            self.attempt_failed(session, ctx, &mut e, AttemptError::Timeout, true);
+            outcome::attempt_failed(
+                self.gateway.metrics(),
+                session,
+                ctx,
+                &mut e,
+                AttemptError::Timeout,
+                true,
+            );
         } else {
             // A pooled connection may have been closed by the backend: Pingora retries such
             // errors on a fresh connection, and we keep the same backend for it.
@@ -427,6 +400,19 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(copy) = &mut ctx.mirror {
+            mirror::body(copy, body.as_ref(), end_of_stream);
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         outcome::report_final(ctx, status);
@@ -434,6 +420,9 @@ impl ProxyHttp for Proxy {
         let Some(snapshot) = ctx.snapshot.take() else {
             return;
         };
+        if let Some(copy) = ctx.mirror.take() {
+            mirror::finish(copy, &snapshot);
+        }
         let route = ctx.route.map(|i| snapshot.router.get(i));
         let upstream = ctx.upstream.map(|i| &snapshot.upstreams[i]);
         let req = session.req_header();

@@ -3,6 +3,9 @@
 
 use super::context::{LocalReason, RequestCtx};
 use crate::balance::now_ns;
+use crate::observe::Metrics;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
 use portcullis_plugin::{AttemptError, Outcome};
 use std::time::Duration;
 
@@ -76,4 +79,41 @@ pub fn report_final(ctx: &mut RequestCtx, status: u16) {
         status
     };
     report(ctx, status, error, false);
+}
+
+/// Count a failed attempt against the current backend, report it to the outcome filters,
+/// and allow a retry elsewhere when the upstream's retry count and budget allow it and
+/// the request is idempotent or was never sent (`sent: false`: the connection failed, so
+/// no byte of it reached the backend; nginx's `proxy_next_upstream error` does the same).
+pub fn attempt_failed(
+    metrics: &Metrics,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    e: &mut Error,
+    kind: AttemptError,
+    sent: bool,
+) {
+    let Some(up) = super::upstream_of(ctx).cloned() else {
+        return;
+    };
+    let now = now_ns();
+    if let Some(g) = &ctx.backend {
+        g.state().record_failure(now);
+        if kind == AttemptError::Connect || matches!(e.etype(), ErrorType::ConnectTimedout) {
+            metrics.count_connect_error(&up.name, g.state().label());
+        }
+    }
+    let mut retry = false;
+    let replayable = !sent || session.req_header().method.is_idempotent();
+    if ctx.retries < up.retry.attempts && replayable {
+        if up.retry.try_spend(now) {
+            ctx.retries += 1;
+            retry = true;
+            metrics.count_retry(&up.name);
+        } else {
+            metrics.count_retry_refused(&up.name);
+        }
+    }
+    e.set_retry(retry);
+    report_attempt(ctx, 0, Some(kind), retry);
 }

@@ -121,11 +121,16 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             &build_cx(Scope::Route(&r.name)),
         )
         .map_err(|errs| errors.extend(errs));
+        let mirror = r.mirror.as_ref().map(|c| {
+            super::mirror::compile(&r.name, c, cfg, &build_cx(Scope::Route(&r.name)))
+                .map_err(|e| errors.extend(e.into_iter().map(|e| e.under(&path))))
+        });
         if let (Some(up), Ok(m), Ok(own)) = (upstream, matcher, own) {
             let chain = FilterChain::new(global.iter().cloned().chain(own).collect());
-            routes.push(
-                Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)).with_filters(chain),
-            );
+            let mut route =
+                Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)).with_filters(chain);
+            route.mirror = mirror.and_then(Result::ok);
+            routes.push(route);
         }
     }
 

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod affinity;
 pub mod compile;
 pub mod listener;
+pub mod mirror;
 pub mod ramp;
 pub mod retry;
 pub mod router;

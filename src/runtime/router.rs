@@ -29,6 +29,8 @@ pub struct Route {
     pub bytes_out: IntCounter,
     /// Global filters, then the route's own.
     pub filters: FilterChain,
+    /// Where copies of some requests go, if anywhere.
+    pub mirror: Option<Arc<super::mirror::Mirror>>,
     matcher: Matcher,
 }
 
@@ -47,6 +49,7 @@ impl Route {
             bytes_in: bytes.0,
             bytes_out: bytes.1,
             filters: FilterChain::default(),
+            mirror: None,
             matcher,
         }
     }
