@@ -7,18 +7,13 @@
 //! (`max_body`) and time (`timeout`). A request that is not sampled costs one random draw.
 
 use crate::balance::{now_ns, InflightGuard, PickRequest};
-use crate::runtime::mirror::{Mirror, MirrorSlot};
+use crate::runtime::mirror::{connector, Mirror, MirrorSlot};
 use crate::runtime::{Route, Snapshot};
 use bytes::{Bytes, BytesMut};
-use once_cell::sync::Lazy;
-use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Connections to mirror backends (pooled apart from the real traffic's).
-static CONNECTOR: Lazy<Connector> = Lazy::new(|| Connector::new(None));
 
 /// Header added to every copy, so a mirror backend can tell shadow traffic apart.
 pub const HEADER: &str = "x-portcullis-mirror";
@@ -115,7 +110,7 @@ async fn send(copy: Box<Copy>, peer: HttpPeer, guard: InflightGuard, slot: Mirro
 
 /// One request and its (discarded) answer; the connection goes back to the pool after.
 async fn exchange(peer: &HttpPeer, header: Box<RequestHeader>, body: Bytes) -> pingora::Result<()> {
-    let (mut s, _) = CONNECTOR.get_http_session(peer).await?;
+    let (mut s, _) = connector().get_http_session(peer).await?;
     s.write_request_header(header).await?;
     if !body.is_empty() {
         s.write_request_body(body, true).await?;
@@ -130,6 +125,6 @@ async fn exchange(peer: &HttpPeer, header: Box<RequestHeader>, body: Bytes) -> p
     }
     while s.read_response_body().await?.is_some() {}
     let idle = peer.options.idle_timeout.or(Some(Duration::from_secs(60)));
-    CONNECTOR.release_http_session(s, peer, idle).await;
+    connector().release_http_session(s, peer, idle).await;
     Ok(())
 }

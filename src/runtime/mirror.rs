@@ -4,11 +4,23 @@
 use crate::config::mirror::MirrorConfig;
 use crate::config::model::Config;
 use crate::config::PathError;
+use once_cell::sync::Lazy;
+use pingora::connectors::http::Connector;
 use portcullis_plugin::BuildContext;
 use prometheus::IntCounter;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Connections to mirror backends, pooled apart from the real traffic's. Built by the first
+/// compile of a config with a mirror, on the control thread: building it loads TLS settings
+/// from disk, which on a worker stalled the requests behind it (170 ms in `tests/mirror.rs`).
+static CONNECTOR: Lazy<Connector> = Lazy::new(|| Connector::new(None));
+
+/// The connector mirror copies use.
+pub fn connector() -> &'static Connector {
+    &CONNECTOR
+}
 
 /// Largest `max_body` accepted.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -126,6 +138,7 @@ pub fn compile(
     let (Some(upstream), Some(v), true) = (upstream, counters, errors.is_empty()) else {
         return Err(errors);
     };
+    Lazy::force(&CONNECTOR);
     Ok(Arc::new(Mirror {
         upstream,
         threshold: (c.percent / 100.0 * f64::from(u32::MAX)).round() as u64
