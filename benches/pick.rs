@@ -6,12 +6,15 @@
 //! `cargo bench --bench pick` (or `make bench`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use pingora::lb::Backend;
 use portcullis::balance::registry::STRATEGIES;
 use portcullis::balance::{
-    build_strategy, now_ns, InflightGuard, Member, PickRequest, Selector, StateStore,
+    build_strategy, now_ns, InflightGuard, PickRequest, Selector, StateStore,
 };
 use std::time::Duration;
+
+#[path = "pick_support/setup.rs"]
+mod setup;
+use setup::members;
 
 /// Strategy configs to measure: every registered strategy with defaults, plus the full-scan
 /// variants of the scoring strategies.
@@ -31,23 +34,6 @@ fn variants() -> Vec<(String, serde_yaml::Value)> {
         ));
     }
     v
-}
-
-fn members(n: usize, store: &StateStore) -> Vec<Member> {
-    (0..n)
-        .map(|i| {
-            let b = Backend::new_with_weight(
-                &format!("10.0.{}.{}:8080", i / 250, i % 250 + 1),
-                1 + i % 3,
-            )
-            .unwrap();
-            let m = Member::new(b, store).unwrap();
-            // Give latency-aware strategies something to compare.
-            m.state
-                .record_success(1_000_000 + (i as u64 * 7919) % 5_000_000, now_ns());
-            m
-        })
-        .collect()
 }
 
 fn bench_picks(c: &mut Criterion) {
