@@ -7,14 +7,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use portcullis::balance::registry::STRATEGIES;
-use portcullis::balance::{
-    build_strategy, now_ns, InflightGuard, PickRequest, Selector, StateStore,
-};
 use std::time::Duration;
 
 #[path = "pick_support/setup.rs"]
 mod setup;
-use setup::members;
 
 /// Strategy configs to measure: every registered strategy with defaults, plus the full-scan
 /// variants of the scoring strategies.
@@ -48,31 +44,10 @@ fn bench_picks(c: &mut Criterion) {
         let slow_start = label.ends_with("+slow_start");
         let sizes: &[usize] = if slow_start { &[100] } else { &[3, 16, 100] };
         for &n in sizes {
-            let store = StateStore::new();
-            let mut ms = members(n, &store);
-            if slow_start {
-                for m in ms.iter_mut().step_by(10) {
-                    m.ramp = 0.5;
-                }
-            }
-            // A little load on a third of the backends, so scores differ.
-            let _busy: Vec<InflightGuard> = ms
-                .iter()
-                .step_by(3)
-                .map(|m| InflightGuard::new(m.state.clone(), now_ns()))
-                .collect();
-            let factory = build_strategy(&kind, &params).unwrap();
-            let selector = Selector::new(ms, factory.as_ref());
-            let req = PickRequest {
-                hash: crc32fast::hash(b"user-42"),
-                now: now_ns(),
-            };
-            let tried = [u32::MAX; 2];
+            let setup::Bench { selector, req, .. } = &setup::bench(&kind, &params, n, slow_start);
             group.bench_with_input(BenchmarkId::new(&label, n), &n, |b, _| {
                 b.iter(|| {
-                    let picked = selector.pick(black_box(&req), |m| {
-                        m.state.is_available() && !tried.contains(&m.state.id())
-                    });
+                    let picked = selector.pick(black_box(req), setup::accept);
                     black_box(picked.map(|m| m.weight))
                 })
             });

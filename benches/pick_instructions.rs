@@ -8,9 +8,6 @@
 #[path = "pick_support/setup.rs"]
 mod setup;
 
-use portcullis::balance::{
-    build_strategy, now_ns, InflightGuard, PickRequest, Selector, StateStore,
-};
 use std::hint::black_box;
 
 fn main() {
@@ -24,30 +21,10 @@ fn main() {
     };
     let n: usize = n.parse().expect("N");
     let iterations: u64 = iterations.parse().expect("ITERATIONS");
-    let store = StateStore::new();
-    let mut ms = setup::members(n, &store);
-    if slow == "1" {
-        for m in ms.iter_mut().step_by(10) {
-            m.ramp = 0.5;
-        }
-    }
-    let _busy: Vec<InflightGuard> = ms
-        .iter()
-        .step_by(3)
-        .map(|m| InflightGuard::new(m.state.clone(), now_ns()))
-        .collect();
-    let factory = build_strategy(strategy, &serde_yaml::Value::Null).expect("strategy");
-    let selector = Selector::new(ms, factory.as_ref());
-    let req = PickRequest {
-        hash: crc32fast::hash(b"user-42"),
-        now: now_ns(),
-    };
-    let tried = [u32::MAX; 2];
+    let b = setup::bench(strategy, &serde_yaml::Value::Null, n, slow == "1");
     let mut sum = 0u64;
     for _ in 0..iterations {
-        let picked = selector.pick(black_box(&req), |m| {
-            m.state.is_available() && !tried.contains(&m.state.id())
-        });
+        let picked = b.selector.pick(black_box(&b.req), setup::accept);
         sum += u64::from(picked.map_or(0, |m| m.weight));
     }
     black_box(sum);

@@ -1,7 +1,9 @@
 //! The member lists the pick benchmarks use (shared by `pick` and `pick_instructions`).
 
 use pingora::lb::Backend;
-use portcullis::balance::{now_ns, Member, StateStore};
+use portcullis::balance::{
+    build_strategy, now_ns, InflightGuard, Member, PickRequest, Selector, StateStore,
+};
 
 /// `n` members with weights 1-3 and latency samples from 1 to 6 ms, so that every strategy
 /// has something to compare.
@@ -20,4 +22,46 @@ pub fn members(n: usize, store: &StateStore) -> Vec<Member> {
             m
         })
         .collect()
+}
+
+/// What one benchmarked pick runs on: the selector, the request, and the in-flight slots
+/// that give a third of the members some load (held as long as the bench runs).
+pub struct Bench {
+    pub selector: Selector,
+    pub req: PickRequest,
+    _busy: Vec<InflightGuard>,
+}
+
+/// Strategy `kind` with `params` over `n` members, a tenth ramping at half weight when
+/// `slow_start`.
+pub fn bench(kind: &str, params: &serde_yaml::Value, n: usize, slow_start: bool) -> Bench {
+    let store = StateStore::new();
+    let mut ms = members(n, &store);
+    if slow_start {
+        for m in ms.iter_mut().step_by(10) {
+            m.ramp = 0.5;
+        }
+    }
+    // A little load on a third of the backends, so scores differ.
+    let busy = ms
+        .iter()
+        .step_by(3)
+        .map(|m| InflightGuard::new(m.state.clone(), now_ns()))
+        .collect();
+    let factory = build_strategy(kind, params).expect("strategy");
+    Bench {
+        selector: Selector::new(ms, factory.as_ref()),
+        req: PickRequest {
+            hash: crc32fast::hash(b"user-42"),
+            now: now_ns(),
+        },
+        _busy: busy,
+    }
+}
+
+/// The proxy's accept check: available and not tried yet.
+#[inline]
+pub fn accept(m: &Member) -> bool {
+    const TRIED: [u32; 2] = [u32::MAX; 2];
+    m.state.is_available() && !TRIED.contains(&m.state.id())
 }

@@ -161,18 +161,13 @@ impl Writer {
             } => {
                 let addr = resolve_backend_addr(&address).map_err(|e| AdminRefusal::new(400, e))?;
                 let member = Overlay::backend(self.gw.store(), addr, &backend);
+                // Refused before the ramp starts, so a member already there keeps its own.
                 if up.contains(addr) {
-                    return Err(AdminRefusal::new(
-                        409,
-                        format!("{addr} is already a backend of `{name}`"),
-                    ));
+                    return Err(already_member(addr, &name));
                 }
                 self.rot.start_ramp(&up, addr);
                 let Some(next) = up.with_added(member, &self.rot.view(&up.name)) else {
-                    return Err(AdminRefusal::new(
-                        409,
-                        format!("{addr} is already a backend of `{name}`"),
-                    ));
+                    return Err(already_member(addr, &name));
                 };
                 self.overlay.add(&name, addr, backend);
                 self.replace(&up, next);
@@ -356,6 +351,10 @@ fn log_panic(old: &Upstream, new: &Upstream) {
         (true, false) => log::info!("upstream {} leaves panic", new.name),
         _ => {}
     }
+}
+
+fn already_member(addr: SocketAddr, upstream: &str) -> AdminRefusal {
+    AdminRefusal::new(409, format!("{addr} is already a backend of `{upstream}`"))
 }
 
 fn not_member(addr: SocketAddr, upstream: &str) -> AdminRefusal {

@@ -72,12 +72,10 @@ pub fn body(copy: &mut Copy, chunk: Option<&Bytes>, end: bool) {
 /// The real request is over: send the copy on its own task, or count it dropped.
 pub fn finish(copy: Box<Copy>, snapshot: &Snapshot) {
     let m = Arc::clone(&copy.mirror);
-    let slot = match (copy.complete && !copy.too_big, m.slot()) {
-        (true, Some(slot)) => slot,
-        _ => {
-            m.series.dropped.inc();
-            return;
-        }
+    let ready = copy.complete && !copy.too_big;
+    let Some(slot) = ready.then(|| m.slot()).flatten() else {
+        m.series.dropped.inc();
+        return;
     };
     let up = &snapshot.upstreams[m.upstream];
     let now = now_ns();

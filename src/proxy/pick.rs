@@ -110,7 +110,10 @@ struct Preference<'a> {
     sticky: Option<SocketAddr>,
     /// The table and the request key's hash.
     affinity: Option<(&'a Affinity, u64)>,
-    /// The entry found, on a first attempt.
+    /// Whether the table was consulted (a first attempt without a sticky target): only then
+    /// does the pick count as a hit or a miss.
+    consulted: bool,
+    /// The entry found, when the table was consulted.
     remembered: Option<SocketAddr>,
 }
 
@@ -125,23 +128,21 @@ impl<'a> Preference<'a> {
             sticky = addr;
         }
         let affinity = up.affinity().map(|a| (a, a.key_of(req, ctx.client_ip)));
+        let consulted = affinity.is_some() && first && sticky.is_none();
         let remembered = affinity
-            .filter(|_| first && sticky.is_none())
+            .filter(|_| consulted)
             .and_then(|(a, h)| a.lookup(h, now));
-        if let (Some((a, _)), true) = (affinity, first && remembered.is_none() && sticky.is_none())
-        {
-            a.count(false);
-        }
         Preference {
             sticky,
             affinity,
+            consulted,
             remembered,
         }
     }
 
     /// A slot on the preferred backend, when it is eligible, not vetoed and below its cap;
     /// otherwise `None` and the request is balanced (the cookie issued again, the entry
-    /// replaced).
+    /// replaced). Counts the affinity hit or miss.
     #[inline]
     fn slot(
         &self,
@@ -149,11 +150,11 @@ impl<'a> Preference<'a> {
         accept: &dyn Fn(&BackendState) -> bool,
         now: u64,
     ) -> Option<InflightGuard> {
-        let addr = self.sticky.or(self.remembered)?;
-        let slot = up
-            .pick_addr(addr, accept)
-            .and_then(|s| InflightGuard::try_new(&s, up.admission.cap, Some(now)));
-        if let (Some((a, _)), Some(_)) = (self.affinity, self.remembered) {
+        let slot = self.sticky.or(self.remembered).and_then(|addr| {
+            up.pick_addr(addr, accept)
+                .and_then(|s| InflightGuard::try_new(&s, up.admission.cap, Some(now)))
+        });
+        if let (Some((a, _)), true) = (self.affinity, self.consulted) {
             a.count(slot.is_some());
         }
         slot

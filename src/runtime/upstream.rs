@@ -294,15 +294,8 @@ impl Upstream {
         req: &PickRequest,
         accept: impl Fn(&BackendState) -> bool,
     ) -> Option<Arc<BackendState>> {
-        let panic = self.panic;
         self.selector
-            .pick(req, |m| {
-                (if panic {
-                    m.state.is_enabled()
-                } else {
-                    m.state.is_available()
-                }) && accept(&m.state)
-            })
+            .pick(req, |m| self.may_serve(&m.state) && accept(&m.state))
             .map(|m| Arc::clone(&m.state))
     }
 
@@ -331,12 +324,18 @@ impl Upstream {
             .members()
             .iter()
             .find(|m| m.state.addr() == addr)?;
-        let usable = if self.panic {
-            m.state.is_enabled()
+        (self.may_serve(&m.state) && accept(&m.state)).then(|| Arc::clone(&m.state))
+    }
+
+    /// Whether a member may still take a request: it may have become unavailable since the
+    /// selector was built (in panic, only a drain counts).
+    #[inline]
+    fn may_serve(&self, s: &BackendState) -> bool {
+        if self.panic {
+            s.is_enabled()
         } else {
-            m.state.is_available()
-        };
-        (usable && accept(&m.state)).then(|| Arc::clone(&m.state))
+            s.is_available()
+        }
     }
 
     /// Whether too few primaries are healthy and all of them serve (`panic_threshold`).
