@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the build's system dependencies are present: cmake (zlib-ng in pingora's flate2),
 # pkg-config and OpenSSL headers (pingora's openssl feature), a C compiler (mimalloc).
+# The tests' real servers: redis-server and redis-cli (the shared rate limit, alone and as a
+# cluster) and dnsmasq (DNS discovery).
 # Installs them with apt-get when running as root; otherwise prints the exact command.
 set -euo pipefail
 
@@ -9,6 +11,9 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -2,7 +2,9 @@
 //! real HTTP client. Everything started here is stopped by `Drop`.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod load;
+pub mod redis;
 pub mod tcp;
 pub mod ws;
 
@@ -82,6 +84,15 @@ fn hold_port(addr: SocketAddr) -> Option<tokio::net::TcpSocket> {
 impl Backends {
     /// Start one backend per name, each on a free port.
     pub fn start(names: &[&str]) -> Self {
+        let addrs: Vec<SocketAddr> = names
+            .iter()
+            .map(|_| "127.0.0.1:0".parse().unwrap())
+            .collect();
+        Self::start_at(names, &addrs)
+    }
+
+    /// Start backend `names[i]` on `addrs[i]` (port 0: any free one).
+    pub fn start_at(names: &[&str], at: &[SocketAddr]) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -89,10 +100,8 @@ impl Backends {
             .expect("runtime");
         let mut servers = Vec::new();
         let mut addrs = Vec::new();
-        for n in names {
-            let s = rt
-                .block_on(DevServer::start(n, "127.0.0.1:0".parse().unwrap()))
-                .expect("start backend");
+        for (n, a) in names.iter().zip(at) {
+            let s = rt.block_on(DevServer::start(n, *a)).expect("start backend");
             addrs.push(s.addr());
             servers.push(Some(s));
         }

@@ -35,6 +35,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod shared;
+pub mod store;
+
+use shared::{Gcra, Shared, SyncTable, Verdict};
+use store::{Conn, Mode, OnError, StoreConfig, Trouble};
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 enum Per {
@@ -55,6 +61,8 @@ struct Config {
     key: String,
     #[serde(default = "default_max_keys")]
     max_keys: usize,
+    #[serde(default)]
+    store: Option<StoreConfig>,
 }
 
 fn default_key() -> String {
@@ -106,6 +114,9 @@ pub struct RateLimit {
     limited: IntCounter,
     policy: HeaderValue,
     window_secs: u64,
+    shared: Option<Shared>,
+    /// `{prefix:route:limit:` — the start of every Redis key of this limit.
+    redis_prefix: String,
 }
 
 /// Factory: `kind: rate_limit`.
@@ -169,9 +180,27 @@ impl RateLimit {
         .map_err(|_| {
             FilterError::here("route name cannot be used in the RateLimit-Policy header")
         })?;
+        let gcra = Gcra {
+            interval_us: (window / rate.get()).as_micros() as i64,
+            capacity: capacity.get(),
+        };
+        let redis_prefix = format!(
+            "{{{}:{}:{}/{:?}/{}:",
+            c.store.as_ref().map_or("", |s| s.prefix.as_str()),
+            cx.scope().label(),
+            c.rate,
+            c.per,
+            c.burst
+        );
+        let shared = match &c.store {
+            Some(store) => Some(build_shared(store, gcra, &state_key, cx)?),
+            None => None,
+        };
         Ok(RateLimit {
             key,
             quota,
+            shared,
+            redis_prefix,
             max_keys: c.max_keys,
             limiters,
             hasher: RandomState::new(),
@@ -180,6 +209,68 @@ impl RateLimit {
             window_secs: window.as_secs(),
         })
     }
+}
+
+/// The shared store of a limit: its connection and, in sync mode, its table and sync task
+/// survive reloads that keep the same limit and store.
+fn build_shared(
+    store: &StoreConfig,
+    gcra: Gcra,
+    state_key: &str,
+    cx: &BuildContext<'_>,
+) -> Result<Shared, FilterError> {
+    store.validate()?;
+    let budget = store.timeout.0;
+    let conn = Conn::open(&store.redis, budget)?;
+    shared::warm_up(&conn);
+    let errors = cx
+        .int_counter_vec(
+            "portcullis_rate_limit_store_errors_total",
+            "Calls to a rate_limit filter's shared store that failed or ran out of time, by route.",
+            &["route"],
+        )?
+        .with_label_values(&[cx.scope().label()]);
+    let what = format!("on route {}", cx.scope().label());
+    let trouble = Arc::new(Trouble::new(errors, what));
+    let sync = match store.mode {
+        Mode::Exact => None,
+        Mode::Sync => Some(cx.persistent(&format!("{state_key}/{store:?}"), || {
+            let table = SyncTable::new();
+            spawn_sync(&table, conn.clone(), gcra, store, Arc::clone(&trouble));
+            table
+        }))
+        .map(|t: Arc<Arc<SyncTable>>| Arc::clone(&*t)),
+    };
+    Ok(Shared::new(
+        conn,
+        gcra,
+        budget,
+        store.on_store_error,
+        trouble,
+        sync,
+    ))
+}
+
+/// Reconcile `table` every `sync_interval` until the table is dropped.
+fn spawn_sync(
+    table: &Arc<SyncTable>,
+    conn: Conn,
+    gcra: Gcra,
+    store: &StoreConfig,
+    trouble: Arc<Trouble>,
+) {
+    let weak = Arc::downgrade(table);
+    let every = store.sync_interval.0;
+    let budget = store.timeout.0;
+    store::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(table) = weak.upgrade() else { return };
+            table.sync(&conn, gcra, budget, &trouble).await;
+        }
+    });
 }
 
 fn policy_name(cx: &BuildContext<'_>) -> String {
@@ -235,6 +326,53 @@ impl RateLimit {
         }
     }
 
+    /// The Redis key of a request: stable across gateways (the IP, or a fixed SipHash of
+    /// the header or cookie value, never the value itself).
+    fn redis_key(&self, req: &RequestView<'_>) -> String {
+        use std::fmt::Write;
+        use std::hash::{DefaultHasher, Hasher};
+        let mut k = self.redis_prefix.clone();
+        let hashed = |k: &mut String, bytes: &[u8]| {
+            let mut h = DefaultHasher::new();
+            h.write(bytes);
+            let _ = write!(k, "h{:016x}}}", h.finish());
+        };
+        let value = match &self.key {
+            Key::Route => None,
+            Key::ClientIp => None,
+            Key::Header(n) => req.headers.get(n).map(|v| v.as_bytes()),
+            Key::Cookie(n) => req.cookie(n).map(str::as_bytes),
+        };
+        match (value, &self.key) {
+            (Some(v), _) => hashed(&mut k, v),
+            (None, Key::Route) => k.push_str("route}"),
+            (None, _) => match req.client_ip {
+                Some(ip) => {
+                    let _ = write!(k, "{ip}}}");
+                }
+                None => k.push_str("-}"),
+            },
+        }
+        k
+    }
+
+    /// The decision with a shared store.
+    async fn check_shared(&self, shared: &Shared, req: &RequestView<'_>) -> Result<(), Duration> {
+        let id = match self.key {
+            Key::Route => 0,
+            _ => self.key_of(req),
+        };
+        match shared.check(id, || self.redis_key(req)).await {
+            Verdict::Admit => Ok(()),
+            Verdict::Wait(w) => Err(w),
+            Verdict::Unknown => match shared.on_error {
+                OnError::Allow => Ok(()),
+                OnError::Deny => Err(Duration::from_secs(1)),
+                OnError::Local => self.check(req),
+            },
+        }
+    }
+
     fn refusal(&self, wait: Duration) -> Response {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let secs = secs.max(1);
@@ -267,7 +405,11 @@ impl Filter for RateLimit {
     }
 
     async fn on_request(&self, req: &RequestView<'_>, _state: &mut RequestState) -> Decision {
-        match self.check(req) {
+        let verdict = match &self.shared {
+            Some(shared) => self.check_shared(shared, req).await,
+            None => self.check(req),
+        };
+        match verdict {
             Ok(()) => Decision::Continue,
             Err(wait) => {
                 self.limited.inc();
@@ -277,6 +419,9 @@ impl Filter for RateLimit {
     }
 
     fn maintain(&self) {
+        if let Some(s) = &self.shared {
+            s.maintain(self.max_keys);
+        }
         if self.key == Key::Route {
             return;
         }
@@ -298,152 +443,4 @@ impl Filter for RateLimit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use portcullis_plugin::testing::{TestEnv, TestRequest};
-
-    #[test]
-    fn declares_every_hook_it_implements() {
-        let env = TestEnv::new(&[]);
-        let f = build(&env, "{rate: 10, per: minute, burst: 5}").unwrap();
-        portcullis_plugin::testing::assert_hooks_declared(f.as_ref());
-    }
-
-    fn build(env: &TestEnv, yaml: &str) -> Result<Arc<dyn Filter>, FilterError> {
-        factory(
-            &portcullis_plugin::serde_yaml::from_str(yaml).unwrap(),
-            &env.context("api"),
-        )
-    }
-
-    async fn run(f: &Arc<dyn Filter>, req: &TestRequest) -> Decision {
-        f.on_request(&req.view("api"), &mut RequestState::default())
-            .await
-    }
-
-    #[tokio::test]
-    async fn a_burst_gets_rate_plus_burst_through_then_429_with_headers() {
-        let env = TestEnv::new(&[]);
-        let f = build(&env, "{rate: 10, per: minute, burst: 5}").unwrap();
-        let req = TestRequest::get("/");
-        let mut passed = 0;
-        let mut refused = None;
-        for _ in 0..40 {
-            match run(&f, &req).await {
-                Decision::Continue => passed += 1,
-                Decision::Respond(r) => refused = Some(r),
-            }
-        }
-        assert_eq!(passed, 15);
-        let r = refused.unwrap();
-        assert_eq!(r.status, 429);
-        let h = |n: &str| {
-            r.headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.to_str().unwrap().to_string())
-        };
-        let retry: u64 = h("retry-after").unwrap().parse().unwrap();
-        assert!((1..=6).contains(&retry), "one request per 6 s: {retry}");
-        assert_eq!(h("ratelimit-policy").unwrap(), "\"api\";q=10;w=60");
-        assert_eq!(h("ratelimit").unwrap(), format!("\"api\";r=0;t={retry}"));
-        assert_eq!(
-            env.metric("portcullis_rate_limited_total", &[("route", "api")]),
-            25.0
-        );
-    }
-
-    #[tokio::test]
-    async fn distinct_keys_have_separate_buckets() {
-        let env = TestEnv::new(&[]);
-        let f = build(&env, "{rate: 2, per: minute, key: 'header:x-user'}").unwrap();
-        for user in ["a", "b", "c"] {
-            let req = TestRequest::get("/").header("x-user", user);
-            assert_eq!(run(&f, &req).await, Decision::Continue);
-            assert_eq!(run(&f, &req).await, Decision::Continue);
-            assert!(
-                matches!(run(&f, &req).await, Decision::Respond(_)),
-                "{user}'s own bucket is empty"
-            );
-        }
-        // Without the header, the client IP is the key.
-        let ip1 = TestRequest::get("/").from_ip("10.0.0.1");
-        let ip2 = TestRequest::get("/").from_ip("10.0.0.2");
-        for _ in 0..2 {
-            assert_eq!(run(&f, &ip1).await, Decision::Continue);
-        }
-        assert!(matches!(run(&f, &ip1).await, Decision::Respond(_)));
-        assert_eq!(run(&f, &ip2).await, Decision::Continue);
-    }
-
-    #[tokio::test]
-    async fn route_key_shares_one_bucket() {
-        let env = TestEnv::new(&[]);
-        let f = build(&env, "{rate: 3, per: minute, key: route}").unwrap();
-        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-            assert_eq!(
-                run(&f, &TestRequest::get("/").from_ip(ip)).await,
-                Decision::Continue
-            );
-        }
-        assert!(matches!(
-            run(&f, &TestRequest::get("/").from_ip("10.0.0.4")).await,
-            Decision::Respond(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn key_table_is_bounded() {
-        let env = TestEnv::new(&[]);
-        let f = build(&env, "{rate: 1, per: minute, max_keys: 10}").unwrap();
-        let first = TestRequest::get("/").from_ip("10.1.0.0");
-        assert_eq!(run(&f, &first).await, Decision::Continue);
-        assert!(
-            matches!(run(&f, &first).await, Decision::Respond(_)),
-            "bucket empty for a minute"
-        );
-        for i in 1..50u8 {
-            run(&f, &TestRequest::get("/").from_ip(&format!("10.1.0.{i}"))).await;
-        }
-        // 50 keys, none idle long enough to evict, max 10: the table is reset.
-        f.maintain();
-        assert_eq!(
-            run(&f, &first).await,
-            Decision::Continue,
-            "a reset table starts every key full"
-        );
-    }
-
-    #[test]
-    fn bad_config_names_the_key() {
-        let env = TestEnv::new(&[]);
-        for (yaml, path, want) in [
-            ("{rate: 0}", "rate", "at least 1"),
-            ("{rate: 5, key: body}", "key", "allowed: client_ip"),
-            ("{rate: 5, burts: 3}", "burts", "unknown field"),
-            ("{rate: 5, per: hour}", "per", "unknown variant"),
-        ] {
-            let e = build(&env, yaml).err().unwrap();
-            assert_eq!(e.path, path, "{yaml}: {e}");
-            assert!(e.message.contains(want), "{yaml}: {e}");
-        }
-    }
-
-    #[test]
-    fn state_survives_a_rebuild_with_the_same_config() {
-        let env = TestEnv::new(&[]);
-        let a = build(&env, "{rate: 1, per: minute}").unwrap();
-        let b = build(&env, "{rate: 1, per: minute}").unwrap();
-        let req = TestRequest::get("/");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            assert_eq!(run(&a, &req).await, Decision::Continue);
-            assert!(
-                matches!(run(&b, &req).await, Decision::Respond(_)),
-                "b shares a's bucket"
-            );
-        });
-    }
-}
+mod tests;
