@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod devserver;
 pub mod devtcp;
+pub mod discovery;
 pub mod filters;
 pub mod gateway;
 pub mod health;

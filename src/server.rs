@@ -4,7 +4,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::model::Protocol;
 use crate::config::model::ServerSection;
-use crate::control::{self, ControlHandle, ControlQueue, HealthLink};
+use crate::control::{self, ControlHandle, ControlQueue, DiscoveryLink, HealthLink};
 use crate::gateway::Gateway;
 use crate::health::HealthService;
 use crate::observe::metrics_service::MetricsApp;
@@ -171,6 +171,13 @@ pub fn build_server(
     server.add_service(background_service(
         "health checks",
         HealthService::new(Arc::new(HealthLink::new(
+            Arc::clone(gateway),
+            control.clone(),
+        ))),
+    ));
+    server.add_service(background_service(
+        "dns discovery",
+        crate::discovery::DiscoveryService::new(Arc::new(DiscoveryLink::new(
             Arc::clone(gateway),
             control.clone(),
         ))),

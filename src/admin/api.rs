@@ -4,7 +4,6 @@ use super::overlay::AddedBackend;
 use crate::control::{AdminChange, ControlHandle};
 use crate::gateway::Gateway;
 use crate::runtime::compile::MAX_WEIGHT;
-use crate::runtime::upstream::BackendOrigin;
 use crate::runtime::Upstream;
 use async_trait::async_trait;
 use http::{Method, Response};
@@ -182,7 +181,7 @@ impl AdminApp {
                     "address": s.label(),
                     "weight": b.backend.weight,
                     "backup": b.backup,
-                    "origin": if b.origin == BackendOrigin::Admin { "admin" } else { "file" },
+                    "origin": b.origin.label(),
                     "metadata": &*b.metadata,
                     "healthy": s.is_healthy(),
                     "enabled": s.is_enabled(),

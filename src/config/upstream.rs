@@ -5,14 +5,21 @@ use super::duration::Dur;
 use super::model::{HealthCheckConfig, KeepaliveConfig, RetryConfig, StrategySpec, TimeoutsConfig};
 use serde::Deserialize;
 
+/// Largest backend weight.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// A named group of backends and how to balance, check and reach them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Unique name, referenced by routes.
     pub name: String,
-    /// The servers. At least one.
+    /// The servers. At least one, unless `discover` finds them.
+    #[serde(default)]
     pub backends: Vec<BackendConfig>,
+    /// Find (more) backends through DNS.
+    #[serde(default)]
+    pub discover: Option<super::discover::DiscoverConfig>,
     /// Balancing strategy: a name (`round_robin`) or `{ kind: least_conn, ... }`.
     /// Default: `round_robin`.
     #[serde(default)]

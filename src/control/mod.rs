@@ -9,9 +9,11 @@
 //! next snapshot, and a reload re-applies every admin change made since startup. File reads,
 //! name resolution and certificate loading happen on this thread, never on an async worker.
 
+mod discovered;
 mod rotation;
 mod writer;
 
+pub use discovered::DiscoveryLink;
 pub use writer::AdminRefusal;
 
 use crate::admin::overlay::AddedBackend;
@@ -72,6 +74,10 @@ enum Command {
         addr: SocketAddr,
         duration: Duration,
     },
+    Discovered {
+        upstream: String,
+        found: Vec<crate::discovery::Found>,
+    },
 }
 
 /// A sender of commands to the control plane. Cheap to clone; every service that changes
@@ -118,6 +124,14 @@ impl ControlHandle {
             .send(Command::Admin { change, reply })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// DNS discovery found `found` (sorted, not empty) for `upstream`.
+    pub fn discovered(&self, upstream: &str, found: Vec<crate::discovery::Found>) {
+        let _ = self.tx.send(Command::Discovered {
+            upstream: upstream.to_string(),
+            found,
+        });
     }
 
     /// A backend's health verdict changed to `healthy`.
@@ -186,6 +200,7 @@ fn handle(w: &mut writer::Writer, cmd: Command) {
             addr,
             duration,
         } => w.eject(&upstream, addr, duration),
+        Command::Discovered { upstream, found } => w.discovered(&upstream, found),
     }
 }
 

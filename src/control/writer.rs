@@ -1,5 +1,6 @@
 //! The control plane's state and how each command changes the published snapshot.
 
+use super::discovered::Discovered;
 use super::rotation::Rotations;
 use super::AdminChange;
 use crate::admin::overlay::Overlay;
@@ -39,6 +40,8 @@ pub struct Writer {
     overlay: Overlay,
     /// Ejections and slow-start ramps.
     rot: Rotations,
+    /// The last good DNS answer of each discovering upstream.
+    found: Discovered,
 }
 
 impl Writer {
@@ -47,6 +50,7 @@ impl Writer {
             gw,
             overlay: Overlay::default(),
             rot: Rotations::default(),
+            found: Discovered::default(),
         }
     }
 
@@ -122,6 +126,42 @@ impl Writer {
         self.rot
             .eject(Arc::clone(&name), addr, Instant::now() + duration);
         self.republish(|u| (u.name == name).then(|| self.reselected(u)));
+    }
+
+    /// A discovery answer for upstream `name`: its discovered members become `found`. New
+    /// addresses ramp in (after their first health check, where there is one); addresses
+    /// no longer found leave, and their requests in flight finish.
+    pub fn discovered(&mut self, name: &str, found: Vec<crate::discovery::Found>) {
+        let snapshot = self.gw.snapshot();
+        let Some(up) = snapshot.upstream(name).cloned() else {
+            return;
+        };
+        if up.discover.is_none() || !self.found.record(&up, found) {
+            return;
+        }
+        let members = self
+            .found
+            .merge(&up, up.backends().to_vec(), self.gw.store());
+        let added: Vec<SocketAddr> = members
+            .iter()
+            .map(|b| b.addr())
+            .filter(|a| !up.contains(*a))
+            .collect();
+        let removed = up
+            .backends()
+            .iter()
+            .filter(|b| !members.iter().any(|m| m.addr() == b.addr()))
+            .count();
+        for a in &added {
+            self.rot.start_ramp(&up, *a);
+        }
+        log::info!(
+            "discovery: upstream {name} has {} member(s): {} added {added:?}, {removed} removed",
+            members.len(),
+            added.len()
+        );
+        let next = up.with_backends(members, &self.rot.view(&up.name));
+        self.replace(&up, next);
     }
 
     /// When the next ejection ends or the ramps move on.
@@ -267,7 +307,14 @@ impl Writer {
             log::warn!("reload ({trigger}): {n}");
         }
         self.rot.retain(&next.upstreams);
-        let members = self.overlay.apply(&next, self.gw.store());
+        self.found.retain(&next.upstreams);
+        let members: Vec<_> = self
+            .overlay
+            .apply(&next, self.gw.store())
+            .into_iter()
+            .zip(next.upstreams.iter())
+            .map(|(m, u)| self.found.merge(u, m, self.gw.store()))
+            .collect();
         // Members new to an upstream that was already serving ramp in.
         for (u, m) in next.upstreams.iter().zip(&members) {
             if let Some(old) = current.upstream(&u.name) {

@@ -20,9 +20,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Largest backend weight.
-pub const MAX_WEIGHT: u32 = 1000;
 pub use super::retry::MAX_RETRIES;
+/// Largest backend weight.
+pub use crate::config::upstream::MAX_WEIGHT;
 
 /// What compiled objects are attached to.
 pub struct CompileContext<'a> {
@@ -367,12 +367,12 @@ fn compile_upstream(
     if u.name.is_empty() {
         errors.push(PathError::at("name", "must not be empty"));
     }
-    if u.backends.is_empty() {
+    if u.backends.is_empty() && u.discover.is_none() {
         errors.push(PathError::at(
             "backends",
-            "at least one backend is required",
+            "at least one backend is required (or `discover` to find them)",
         ));
-    } else if u.backends.iter().all(|b| b.backup) {
+    } else if !u.backends.is_empty() && u.backends.iter().all(|b| b.backup) {
         errors.push(PathError::at(
             "backends",
             "at least one backend must not be a backup",
@@ -466,6 +466,11 @@ fn compile_upstream(
             .map_err(|e| errors.extend(e))
             .ok()
     });
+    let discover = u.discover.as_ref().and_then(|d| {
+        crate::discovery::DiscoverSpec::compile(d)
+            .map_err(|e| errors.extend(e.into_iter().map(|e| e.under("discover"))))
+            .ok()
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -485,6 +490,7 @@ fn compile_upstream(
         Upstream::new(&u.name, factory, backends, conn, retry, health, admission)
             .with_send_proxy(u.send_proxy_protocol)
             .with_ramps(slow_start, panic_threshold)
-            .with_sessions(sticky, affinity),
+            .with_sessions(sticky, affinity)
+            .with_discover(discover.map(Arc::new)),
     )
 }

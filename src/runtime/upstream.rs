@@ -27,6 +27,19 @@ pub enum BackendOrigin {
     File,
     /// The admin API (kept across file reloads, lost on restart).
     Admin,
+    /// DNS discovery (the last good answer).
+    Discovered,
+}
+
+impl BackendOrigin {
+    /// `file`, `admin` or `discovered`.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendOrigin::File => "file",
+            BackendOrigin::Admin => "admin",
+            BackendOrigin::Discovered => "discovered",
+        }
+    }
 }
 
 /// One configured backend of an upstream.
@@ -131,6 +144,8 @@ pub struct Upstream {
     /// Remembered key -> backend mappings (shared by every version of this config, and across
     /// reloads that keep its settings).
     affinity: Option<Arc<Affinity>>,
+    /// Where DNS discovery looks for more members.
+    pub discover: Option<Arc<crate::discovery::DiscoverSpec>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -161,6 +176,7 @@ impl Upstream {
             panic,
             sticky: None,
             affinity: None,
+            discover: None,
             name: name.into(),
             label_id: crate::observe::labels::intern(name),
             factory,
@@ -206,6 +222,12 @@ impl Upstream {
         self
     }
 
+    /// Find more members through DNS.
+    pub fn with_discover(mut self, d: Option<Arc<crate::discovery::DiscoverSpec>>) -> Self {
+        self.discover = d;
+        self
+    }
+
     /// Send this PROXY protocol header on new backend connections.
     pub fn with_send_proxy(mut self, v: Option<crate::config::tcp::ProxyVersion>) -> Self {
         self.send_proxy = v;
@@ -233,6 +255,7 @@ impl Upstream {
         Upstream {
             sticky,
             affinity: self.affinity.clone(),
+            discover: self.discover.clone(),
             name: Arc::clone(&self.name),
             label_id: self.label_id,
             factory: Arc::clone(&self.factory),
