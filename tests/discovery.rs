@@ -203,6 +203,27 @@ fn srv_weights_and_priorities_are_honoured() {
 }
 
 #[test]
+fn aaaa_records_give_ipv6_backends() {
+    let v6: SocketAddr = "[::1]:0".parse().unwrap();
+    let b = Backends::start_at(&["six"], &[v6]);
+    let dns = Dnsmasq::start("::1 api6.test\n", &[]);
+    let discover = format!(
+        "{{ dns: api6.test, type: AAAA, port: {}, resolvers: [\"{}\"] }}",
+        b.addr(0).port(),
+        dns.addr()
+    );
+    let g = Gateway::start(&config(&discover, ""));
+    let want = [b.addr(0).to_string()];
+    assert!(
+        poll_until(Duration::from_secs(10), || addrs(&g) == want),
+        "[::1] discovered: {:?}",
+        members(&g)
+    );
+    assert_eq!(support::get(&support::client(), &g.url("/")).0, 200);
+    assert_eq!(b.requests(0), 1);
+}
+
+#[test]
 fn a_failing_dns_server_keeps_the_last_good_set() {
     let (b, port) = on_one_port(&["a", "b"]);
     let mut dns = Dnsmasq::start("127.0.0.2 api.test\n127.0.0.3 api.test\n", &[]);

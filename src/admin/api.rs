@@ -22,7 +22,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// Serves the admin API of one gateway.
 pub struct AdminApp {
     gateway: Arc<Gateway>,
-    control: ControlHandle,
+    pub(super) control: ControlHandle,
 }
 
 impl AdminApp {
@@ -32,9 +32,9 @@ impl AdminApp {
     }
 }
 
-type Reply = (u16, Value);
+pub(super) type Reply = (u16, Value);
 
-fn error(status: u16, message: impl Into<String>) -> Reply {
+pub(super) fn error(status: u16, message: impl Into<String>) -> Reply {
     (status, json!({ "error": message.into() }))
 }
 
@@ -238,7 +238,7 @@ impl AdminApp {
     }
 
     /// Send `change` to the control plane; the upstream as it is once the change is live.
-    async fn change(&self, upstream: &str, change: AdminChange, ok: u16) -> Reply {
+    pub(super) async fn change(&self, upstream: &str, change: AdminChange, ok: u16) -> Reply {
         match self.control.admin(change).await {
             Ok(()) => match self.find_upstream(upstream) {
                 Ok(up) => (ok, self.upstream_json(&up)),
@@ -317,6 +317,23 @@ impl AdminApp {
                     Err(r) => r,
                 }
             }
+            (&Method::GET, ["registrations"]) => self.registrations().await,
+            (&Method::POST, ["upstreams", name, "registrations"]) => {
+                match Self::body(session).await {
+                    Ok(body) => self.register(name, &body).await,
+                    Err(r) => r,
+                }
+            }
+            (&Method::POST, ["upstreams", name, "registrations", a, "heartbeat"]) => {
+                match addr(a) {
+                    Ok(addr) => self.heartbeat(name, addr).await,
+                    Err(r) => r,
+                }
+            }
+            (&Method::DELETE, ["upstreams", name, "registrations", a]) => match addr(a) {
+                Ok(addr) => self.deregister(name, addr).await,
+                Err(r) => r,
+            },
             (&Method::POST, ["reload"]) => self.reload().await,
             _ => error(404, format!("no such call: {method} {path}")),
         }

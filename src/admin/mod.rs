@@ -8,6 +8,10 @@
 //! | `DELETE /upstreams/{u}/backends/{addr}` | remove a backend |
 //! | `POST /upstreams/{u}/backends/{addr}/drain` | no new requests; in-flight ones finish |
 //! | `POST /upstreams/{u}/backends/{addr}/enable` | take requests again |
+//! | `POST /upstreams/{u}/registrations` | register an instance: `{"address", "weight", "backup", "metadata", "ttl"}` |
+//! | `POST /upstreams/{u}/registrations/{addr}/heartbeat` | renew its lease |
+//! | `DELETE /upstreams/{u}/registrations/{addr}` | deregister it (it drains) |
+//! | `GET /registrations` | every registration with its lease left |
 //! | `POST /reload` | re-read the config file |
 //!
 //! Mutating calls need `Authorization: Bearer <token>` (`admin.token` or `admin.token_env`);
@@ -15,5 +19,6 @@
 
 pub mod api;
 pub mod overlay;
+pub mod registry;
 
 pub use api::AdminApp;

@@ -49,6 +49,10 @@ pub struct AdminConfig {
     /// Read the token from this environment variable instead (e.g. `PORTCULLIS_ADMIN_TOKEN`).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Keep the registry's registrations in this file, so that they survive restarts and
+    /// graceful upgrades. Default: none (registrations live as long as the process).
+    #[serde(default)]
+    pub state_file: Option<String>,
 }
 
 fn default_admin_address() -> String {

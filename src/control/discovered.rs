@@ -117,7 +117,7 @@ impl DiscoveryHost for DiscoveryLink {
 
     fn found(&self, upstream: &str, found: Vec<Found>) {
         let m = self.gateway.metrics();
-        m.count_discovery(upstream, "ok", found.len());
+        m.fleet().count_discovery(upstream, "ok", found.len());
         let recovered = self
             .failing
             .lock()
@@ -130,7 +130,10 @@ impl DiscoveryHost for DiscoveryLink {
     }
 
     fn failed(&self, upstream: &str, why: &str) {
-        self.gateway.metrics().count_discovery(upstream, "error", 0);
+        self.gateway
+            .metrics()
+            .fleet()
+            .count_discovery(upstream, "error", 0);
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         let n = failing.entry(upstream.to_string()).or_insert(0);
         *n += 1;

@@ -10,6 +10,8 @@
 //! name resolution and certificate loading happen on this thread, never on an async worker.
 
 mod discovered;
+mod leases;
+pub mod registry;
 mod rotation;
 mod writer;
 
@@ -47,6 +49,31 @@ pub enum AdminChange {
         /// Its address.
         addr: SocketAddr,
     },
+    /// Register an instance in the registry (`address` is resolved by the control plane).
+    Register {
+        /// Upstream name.
+        upstream: String,
+        /// `host:port` or `ip:port`.
+        address: String,
+        /// Weight, backup flag, labels.
+        backend: AddedBackend,
+        /// Lease; `None`: until deregistered.
+        ttl: Option<Duration>,
+    },
+    /// Renew a registration's lease.
+    Heartbeat {
+        /// Upstream name.
+        upstream: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// Deregister an instance.
+    Deregister {
+        /// Upstream name.
+        upstream: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
     /// Drain (`enabled: false`) or enable a backend.
     SetEnabled {
         /// Upstream name.
@@ -78,6 +105,7 @@ enum Command {
         upstream: String,
         found: Vec<crate::discovery::Found>,
     },
+    Registrations(oneshot::Sender<Vec<registry::Registration>>),
 }
 
 /// A sender of commands to the control plane. Cheap to clone; every service that changes
@@ -124,6 +152,15 @@ impl ControlHandle {
             .send(Command::Admin { change, reply })
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// Every registration of the registry.
+    pub async fn registrations(&self) -> Vec<registry::Registration> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command::Registrations(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// DNS discovery found `found` (sorted, not empty) for `upstream`.
@@ -201,6 +238,9 @@ fn handle(w: &mut writer::Writer, cmd: Command) {
             duration,
         } => w.eject(&upstream, addr, duration),
         Command::Discovered { upstream, found } => w.discovered(&upstream, found),
+        Command::Registrations(reply) => {
+            let _ = reply.send(w.registrations());
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The control plane's state and how each command changes the published snapshot.
 
 use super::discovered::Discovered;
+use super::registry::{Registration, Registry};
 use super::rotation::Rotations;
 use super::AdminChange;
 use crate::admin::overlay::Overlay;
@@ -36,22 +37,40 @@ const MAX_EJECTION: Duration = Duration::from_secs(3600);
 
 /// Everything only the control plane changes.
 pub struct Writer {
-    gw: Arc<Gateway>,
+    pub(super) gw: Arc<Gateway>,
     overlay: Overlay,
     /// Ejections and slow-start ramps.
-    rot: Rotations,
+    pub(super) rot: Rotations,
     /// The last good DNS answer of each discovering upstream.
     found: Discovered,
+    /// Instances registered through the admin API.
+    pub(super) registry: Registry,
 }
 
 impl Writer {
+    /// The writer of `gw`; registrations kept in the admin state file are restored (startup:
+    /// the file is read on the calling thread).
     pub fn new(gw: Arc<Gateway>) -> Self {
-        Writer {
+        let snapshot = gw.snapshot();
+        let file = snapshot.admin.as_ref().and_then(|a| a.state_file.clone());
+        let mut w = Writer {
             gw,
             overlay: Overlay::default(),
             rot: Rotations::default(),
             found: Discovered::default(),
+            registry: Registry::open(file.as_deref()),
+        };
+        w.registry.retain(&snapshot.upstreams);
+        for up in snapshot.upstreams.iter() {
+            w.remerge(up);
         }
+        w.count_registered();
+        w
+    }
+
+    /// Every registration.
+    pub fn registrations(&self) -> Vec<Registration> {
+        self.registry.list()
     }
 
     /// `u` with its eligibility computed again (health, enablement, ejections, ramps).
@@ -164,13 +183,17 @@ impl Writer {
         self.replace(&up, next);
     }
 
-    /// When the next ejection ends or the ramps move on.
+    /// When the next ejection ends, the ramps move on or a lease runs out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.rot.next_deadline()
+        match (self.rot.next_deadline(), self.registry.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// End the ejections whose time is up (those backends ramp in) and move the ramps on.
     pub fn expire(&mut self, now: Instant) {
+        self.expire_leases();
         let rejoined = self.rot.expire(now);
         let snapshot = self.gw.snapshot();
         for (name, addr) in &rejoined {
@@ -190,7 +213,10 @@ impl Writer {
         let name = match &change {
             AdminChange::Add { upstream, .. }
             | AdminChange::Remove { upstream, .. }
-            | AdminChange::SetEnabled { upstream, .. } => upstream.clone(),
+            | AdminChange::SetEnabled { upstream, .. }
+            | AdminChange::Register { upstream, .. }
+            | AdminChange::Heartbeat { upstream, .. }
+            | AdminChange::Deregister { upstream, .. } => upstream.clone(),
         };
         let Some(up) = snapshot.upstream(&name).cloned() else {
             return Err(AdminRefusal::new(404, format!("no upstream `{name}`")));
@@ -221,6 +247,9 @@ impl Writer {
                 self.replace(&up, next);
                 log::info!("admin: removed backend {addr} from upstream {name}");
             }
+            registry @ (AdminChange::Register { .. }
+            | AdminChange::Heartbeat { .. }
+            | AdminChange::Deregister { .. }) => self.registry_change(&up, registry)?,
             AdminChange::SetEnabled { addr, enabled, .. } => {
                 let Some(b) = up.backends().iter().find(|b| b.addr() == addr) else {
                     return Err(not_member(addr, &name));
@@ -239,7 +268,7 @@ impl Writer {
         Ok(())
     }
 
-    fn replace(&self, old: &Arc<Upstream>, next: Upstream) {
+    pub(super) fn replace(&self, old: &Arc<Upstream>, next: Upstream) {
         let mut next = Some(next);
         self.republish(|u| {
             if std::ptr::eq(u, &**old) {
@@ -308,12 +337,16 @@ impl Writer {
         }
         self.rot.retain(&next.upstreams);
         self.found.retain(&next.upstreams);
+        self.registry.retain(&next.upstreams);
+        let store = self.gw.store();
         let members: Vec<_> = self
             .overlay
-            .apply(&next, self.gw.store())
+            .apply(&next, store)
             .into_iter()
             .zip(next.upstreams.iter())
-            .map(|(m, u)| self.found.merge(u, m, self.gw.store()))
+            .map(|(m, u)| self.found.merge(u, m, store))
+            .zip(next.upstreams.iter())
+            .map(|(m, u)| self.registry.merge(u, m, store))
             .collect();
         // Members new to an upstream that was already serving ramp in.
         for (u, m) in next.upstreams.iter().zip(&members) {

@@ -62,8 +62,7 @@ pub struct Metrics {
     received_bytes: IntCounterVec,
     sent_bytes: IntCounterVec,
     health_transitions: IntCounterVec,
-    discovery: IntCounterVec,
-    discovered: prometheus::IntGaugeVec,
+    fleet: super::fleet_metrics::FleetMetrics,
     reloads: IntCounterVec,
     /// Config generation currently serving.
     pub config_generation: IntGauge,
@@ -163,26 +162,7 @@ impl Metrics {
                 "Health-check verdict changes, by upstream, backend and new state.",
                 &["upstream", "backend", "to"],
             ),
-            discovery: counter_vec(
-                &registry,
-                "portcullis_discovery_resolutions_total",
-                "DNS discovery resolutions, by upstream and result (ok, or error: failed, timed out or empty; the last good set stays).",
-                &["upstream", "result"],
-            ),
-            discovered: {
-                let g = prometheus::IntGaugeVec::new(
-                    Opts::new(
-                        "portcullis_discovery_backends",
-                        "Backends in the last good DNS answer of a discovering upstream.",
-                    ),
-                    &["upstream"],
-                )
-                .expect("static metric definition");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("metric registered once");
-                g
-            },
+            fleet: super::fleet_metrics::FleetMetrics::new(&registry),
             upstream_latency,
             config_generation,
             registry,
@@ -324,14 +304,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A discovery resolution of `upstream` ended with `result`; `found` addresses when ok.
-    pub fn count_discovery(&self, upstream: &str, result: &str, found: usize) {
-        self.discovery.with_label_values(&[upstream, result]).inc();
-        if result == "ok" {
-            self.discovered
-                .with_label_values(&[upstream])
-                .set(found as i64);
-        }
+    /// Discovery and registry series.
+    pub fn fleet(&self) -> &super::fleet_metrics::FleetMetrics {
+        &self.fleet
     }
 
     /// The accepted-connections counter of a listener (resolved once at startup).

@@ -144,10 +144,11 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             .ok()
     });
 
-    let admin = cfg
-        .admin
-        .as_ref()
-        .and_then(|a| compile_admin(a).map_err(|e| errors.push(e)).ok());
+    let admin = cfg.admin.as_ref().and_then(|a| {
+        super::snapshot::AdminSpec::compile(a)
+            .map_err(|e| errors.push(e))
+            .ok()
+    });
 
     let access_log = match &cfg.access_log {
         AccessLogConfig::Off => Some(AccessLog::off()),
@@ -318,44 +319,6 @@ fn compile_listeners(
         }
     }
     (out, certificates)
-}
-
-fn compile_admin(
-    a: &crate::config::model::AdminConfig,
-) -> Result<super::snapshot::AdminSpec, PathError> {
-    let addr = parse_listen_addr(&a.address).map_err(|e| PathError::at("admin.address", e))?;
-    let token = match (&a.token, &a.token_env) {
-        (Some(_), Some(_)) => {
-            return Err(PathError::at(
-                "admin",
-                "set `token` or `token_env`, not both",
-            ))
-        }
-        (Some(t), None) => Some(t.clone()),
-        (None, Some(var)) => match std::env::var(var) {
-            Ok(t) if !t.is_empty() => Some(t),
-            _ => {
-                return Err(PathError::at(
-                    "admin.token_env",
-                    format!("environment variable `{var}` is not set or empty"),
-                ))
-            }
-        },
-        (None, None) => None,
-    };
-    if token.as_ref().is_some_and(|t| t.len() < 16) {
-        return Err(PathError::at(
-            "admin.token",
-            "use a token of at least 16 characters",
-        ));
-    }
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(PathError::at(
-            "admin.address",
-            format!("refusing an admin listener on non-loopback {addr} without a token (set admin.token or admin.token_env)"),
-        ));
-    }
-    Ok(super::snapshot::AdminSpec { addr, token })
 }
 
 fn compile_upstream(

@@ -1,9 +1,11 @@
 //! One immutable, validated config. Requests hold the snapshot they started with; a reload
 //! builds a new one and swaps it in.
 
+use super::address::parse_listen_addr;
 use super::router::Router;
 use super::upstream::Upstream;
 use crate::config::model::{Protocol, ServerSection};
+use crate::config::PathError;
 use crate::health::HealthTarget;
 use crate::observe::AccessLog;
 use std::collections::HashMap;
@@ -48,6 +50,51 @@ pub struct AdminSpec {
     pub addr: SocketAddr,
     /// Token for mutating calls (none: mutations are refused).
     pub token: Option<String>,
+    /// Where the registry keeps its registrations across restarts and upgrades.
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+impl AdminSpec {
+    /// Check and compile `admin:`.
+    pub fn compile(a: &crate::config::model::AdminConfig) -> Result<AdminSpec, PathError> {
+        let addr = parse_listen_addr(&a.address).map_err(|e| PathError::at("admin.address", e))?;
+        let token = match (&a.token, &a.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(PathError::at(
+                    "admin",
+                    "set `token` or `token_env`, not both",
+                ))
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => {
+                    return Err(PathError::at(
+                        "admin.token_env",
+                        format!("environment variable `{var}` is not set or empty"),
+                    ))
+                }
+            },
+            (None, None) => None,
+        };
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(PathError::at(
+                "admin.token",
+                "use a token of at least 16 characters",
+            ));
+        }
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(PathError::at(
+                "admin.address",
+                format!("refusing an admin listener on non-loopback {addr} without a token (set admin.token or admin.token_env)"),
+            ));
+        }
+        Ok(AdminSpec {
+            addr,
+            token,
+            state_file: a.state_file.as_ref().map(std::path::PathBuf::from),
+        })
+    }
 }
 
 impl std::fmt::Debug for AdminSpec {

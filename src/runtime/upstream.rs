@@ -29,6 +29,8 @@ pub enum BackendOrigin {
     Admin,
     /// DNS discovery (the last good answer).
     Discovered,
+    /// The admin API's registry (until deregistered or its lease runs out).
+    Registered,
 }
 
 impl BackendOrigin {
@@ -38,6 +40,7 @@ impl BackendOrigin {
             BackendOrigin::File => "file",
             BackendOrigin::Admin => "admin",
             BackendOrigin::Discovered => "discovered",
+            BackendOrigin::Registered => "registered",
         }
     }
 }
