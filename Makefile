@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers clean fuzz
+.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit clean fuzz
 
 all: build
 
@@ -41,6 +41,11 @@ bench-balance: build
 bench-tcp: build
 	@scripts/bench-tcp-deps.sh
 	$(CARGO) bench --locked --bench tcp -- $(ARGS)
+
+## The shared rate limit's cost per request: local against sync and exact on a loopback Redis
+## (needs wrk and nginx: ../shared/bench/setup.sh --no-build; ROUNDS=3).
+bench-rate-limit: build
+	@scripts/bench-rate-limit.sh $(or $(ROUNDS),3)
 
 ## End-to-end comparison against nginx and minimal Pingora (needs ../shared/bench/setup.sh).
 bench-peers: build

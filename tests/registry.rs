@@ -155,6 +155,25 @@ fn every_mutation_needs_the_token_and_bad_calls_change_nothing() {
         404,
         "not registered yet"
     );
+    let with_ttl = json!({ "address": x, "ttl": "5s" });
+    let (s, v) = call(&g, "POST", "/upstreams/pool/backends", Some(with_ttl), true);
+    assert_eq!(
+        (s, v["error"].as_str().unwrap_or("")),
+        (
+            400,
+            "ttl applies to registrations: POST /upstreams/{name}/registrations"
+        )
+    );
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (s, _) = call(
+        &g,
+        "POST",
+        path,
+        Some(json!({ "address": x, "metadata": many })),
+        true,
+    );
+    assert_eq!(s, 400, "metadata is bounded");
     assert!(registered(&g).is_empty(), "nothing changed");
     // Without a lease it stays until deregistered.
     assert_eq!(register(&g, &x, None).0, 201);

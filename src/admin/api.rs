@@ -38,16 +38,59 @@ pub(super) fn error(status: u16, message: impl Into<String>) -> Reply {
     (status, json!({ "error": message.into() }))
 }
 
+/// The body of `POST .../backends` and of `POST .../registrations` (which alone takes `ttl`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddBackend {
-    address: String,
+pub(super) struct BackendBody {
+    pub(super) address: String,
     #[serde(default = "one")]
     weight: u32,
     #[serde(default)]
     backup: bool,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
+    /// A registration's lease, e.g. `"10s"`.
+    #[serde(default)]
+    pub(super) ttl: Option<String>,
+}
+
+/// Most metadata entries, and longest key or value, of one backend.
+const MAX_METADATA: (usize, usize) = (32, 256);
+
+impl BackendBody {
+    /// Parse and check a body.
+    pub(super) fn parse(body: &[u8]) -> Result<Self, Reply> {
+        let b: BackendBody =
+            serde_json::from_slice(body).map_err(|e| error(400, format!("bad body: {e}")))?;
+        if !(1..=MAX_WEIGHT).contains(&b.weight) {
+            return Err(error(
+                400,
+                format!("weight must be between 1 and {MAX_WEIGHT}"),
+            ));
+        }
+        let (n, len) = MAX_METADATA;
+        if b.metadata.len() > n
+            || b.metadata
+                .iter()
+                .any(|(k, v)| k.len() > len || v.len() > len)
+        {
+            return Err(error(
+                400,
+                format!("metadata: at most {n} entries of at most {len} bytes"),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// Weight, backup flag and labels.
+    pub(super) fn backend(self) -> (String, AddedBackend) {
+        let b = AddedBackend {
+            weight: self.weight,
+            backup: self.backup,
+            metadata: self.metadata,
+        };
+        (self.address, b)
+    }
 }
 
 fn one() -> u32 {
@@ -218,21 +261,21 @@ impl AdminApp {
     }
 
     async fn add_backend(&self, upstream: &str, body: &[u8]) -> Reply {
-        let req: AddBackend = match serde_json::from_slice(body) {
+        let req = match BackendBody::parse(body) {
             Ok(r) => r,
-            Err(e) => return error(400, format!("bad body: {e}")),
+            Err(r) => return r,
         };
-        if !(1..=MAX_WEIGHT).contains(&req.weight) {
-            return error(400, format!("weight must be between 1 and {MAX_WEIGHT}"));
+        if req.ttl.is_some() {
+            return error(
+                400,
+                "ttl applies to registrations: POST /upstreams/{name}/registrations",
+            );
         }
+        let (address, backend) = req.backend();
         let change = AdminChange::Add {
             upstream: upstream.to_string(),
-            address: req.address,
-            backend: AddedBackend {
-                weight: req.weight,
-                backup: req.backup,
-                metadata: req.metadata,
-            },
+            address,
+            backend,
         };
         self.change(upstream, change, 201).await
     }

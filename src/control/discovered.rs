@@ -8,6 +8,7 @@
 //! joins at once and ramps in. An address that is no longer found leaves the members: new requests stop going
 //! there, and those in flight finish (the drain).
 
+use super::members::{merge_origin, Wanted};
 use crate::balance::StateStore;
 use crate::discovery::{DiscoveryHost, Found, Job};
 use crate::gateway::Gateway;
@@ -52,26 +53,22 @@ impl Discovered {
     pub fn merge(
         &self,
         up: &Upstream,
-        mut members: Vec<UpstreamBackend>,
+        members: Vec<UpstreamBackend>,
         store: &StateStore,
     ) -> Vec<UpstreamBackend> {
-        members.retain(|b| b.origin != BackendOrigin::Discovered);
-        let Some(found) = self.sets.get(&up.name) else {
-            return members;
-        };
-        for f in found {
-            if members.iter().any(|b| b.addr() == f.addr) {
-                continue;
-            }
-            let fresh = store.get(&f.addr).is_none();
-            let mut b = Upstream::backend_from(store, f.addr, f.weight, f.backup);
-            b.origin = BackendOrigin::Discovered;
-            if fresh && up.health.is_some() && self.cautious.contains(&up.name) {
+        let found = self.sets.get(&up.name).map_or(&[][..], Vec::as_slice);
+        let wanted = found.iter().map(|f| Wanted {
+            addr: f.addr,
+            weight: f.weight,
+            backup: f.backup,
+            metadata: None,
+        });
+        let wait_for_check = up.health.is_some() && self.cautious.contains(&up.name);
+        merge_origin(members, BackendOrigin::Discovered, wanted, store, |b| {
+            if wait_for_check {
                 b.state.set_healthy(false);
             }
-            members.push(b);
-        }
-        members
+        })
     }
 }
 

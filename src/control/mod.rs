@@ -11,6 +11,7 @@
 
 mod discovered;
 mod leases;
+mod members;
 pub mod registry;
 mod rotation;
 mod writer;

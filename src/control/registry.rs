@@ -9,6 +9,7 @@
 //! in the new process. Entries whose upstream no longer exists, or whose lease ran out while
 //! no process was running, are dropped on load.
 
+use super::members::{merge_origin, Wanted};
 use crate::balance::StateStore;
 use crate::runtime::upstream::{BackendOrigin, UpstreamBackend};
 use crate::runtime::Upstream;
@@ -190,20 +191,19 @@ impl Registry {
     pub fn merge(
         &self,
         up: &Upstream,
-        mut members: Vec<UpstreamBackend>,
+        members: Vec<UpstreamBackend>,
         store: &StateStore,
     ) -> Vec<UpstreamBackend> {
-        members.retain(|b| b.origin != BackendOrigin::Registered);
-        let mine = self.entries.values().filter(|r| r.upstream == *up.name);
-        for r in mine {
-            if members.iter().any(|b| b.addr() == r.address) {
-                continue;
-            }
-            let mut b = Upstream::backend_from(store, r.address, r.weight, r.backup);
-            b.metadata = Arc::new(r.metadata.clone());
-            b.origin = BackendOrigin::Registered;
-            members.push(b);
-        }
-        members
+        let wanted = self
+            .entries
+            .values()
+            .filter(|r| r.upstream == *up.name)
+            .map(|r| Wanted {
+                addr: r.address,
+                weight: r.weight,
+                backup: r.backup,
+                metadata: Some(&r.metadata),
+            });
+        merge_origin(members, BackendOrigin::Registered, wanted, store, |_| {})
     }
 }
