@@ -5,6 +5,7 @@
 
 pub mod bounds;
 pub mod client;
+pub mod compression;
 pub mod discover;
 pub mod duration;
 pub mod error;

@@ -137,6 +137,9 @@ pub struct RouteConfig {
     /// Send a copy of some requests to another upstream and discard its answers.
     #[serde(default)]
     pub mirror: Option<super::mirror::MirrorConfig>,
+    /// Compress responses for clients that accept gzip, brotli or zstd.
+    #[serde(default)]
+    pub compression: Option<super::compression::CompressionConfig>,
 }
 
 /// A filter in a chain: `{ kind: <registered name>, ...its config }`.

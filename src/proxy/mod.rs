@@ -167,6 +167,9 @@ impl ProxyHttp for Proxy {
         }
         let Some(r) = answer else {
             ctx.mirror = mirror::begin(route, session.req_header());
+            if let Some(c) = &route.compression {
+                c.enable(session);
+            }
             ctx.snapshot = Some(snapshot);
             return Ok(false);
         };
@@ -368,6 +371,9 @@ impl ProxyHttp for Proxy {
             // `Connection: close`, so the client sends its next request on a new connection
             // instead of one this process is about to close.
             session.set_keepalive(None);
+        }
+        if let Some(c) = route_of(ctx).and_then(|r| r.compression.as_ref()) {
+            c.decide(session, response);
         }
         Self::filter_local_response(session, ctx, response);
         Ok(())

@@ -125,11 +125,17 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             super::mirror::compile(&r.name, c, cfg, &build_cx(Scope::Route(&r.name)))
                 .map_err(|e| errors.extend(e.into_iter().map(|e| e.under(&path))))
         });
+        let compression = r.compression.as_ref().and_then(|c| {
+            super::compression::Compression::compile(c)
+                .map_err(|e| errors.extend(e.into_iter().map(|e| e.under(&path))))
+                .ok()
+        });
         if let (Some(up), Ok(m), Ok(own)) = (upstream, matcher, own) {
             let chain = FilterChain::new(global.iter().cloned().chain(own).collect());
             let mut route =
                 Route::new(&r.name, up, m, cx.metrics.route_bytes(&r.name)).with_filters(chain);
             route.mirror = mirror.and_then(Result::ok);
+            route.compression = compression.map(Arc::new);
             routes.push(route);
         }
     }

@@ -4,6 +4,7 @@ pub mod address;
 pub mod admission;
 pub mod affinity;
 pub mod compile;
+pub mod compression;
 pub mod listener;
 pub mod mirror;
 pub mod ramp;

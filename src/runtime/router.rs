@@ -31,6 +31,8 @@ pub struct Route {
     pub filters: FilterChain,
     /// Where copies of some requests go, if anywhere.
     pub mirror: Option<Arc<super::mirror::Mirror>>,
+    /// How its responses are compressed, if they are.
+    pub compression: Option<Arc<super::compression::Compression>>,
     matcher: Matcher,
 }
 
@@ -50,6 +52,7 @@ impl Route {
             bytes_out: bytes.1,
             filters: FilterChain::default(),
             mirror: None,
+            compression: None,
             matcher,
         }
     }

@@ -110,9 +110,16 @@ impl Encode for Compressor {
             .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
         // write to vec will never fail.
         if end {
-            self.compress
-                .flush()
-                .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
+            // portcullis patch (pingora issue #1013): finish the stream, not only flush it.
+            // `flush()` never writes the final ISLAST meta-block, so every `br` body was an
+            // unterminated stream that strict decoders (Node's fetch, the brotli CLI) reject.
+            // `into_inner()` runs BROTLI_OPERATION_FINISH; the writer left behind is never
+            // used again (the body is over).
+            let done = std::mem::replace(&mut self.compress, CompressorWriter::new(vec![], 0, 1, 10));
+            let out = done.into_inner();
+            self.total_out += out.len();
+            self.duration += start.elapsed();
+            return Ok(out.into());
         }
         self.total_out += self.compress.get_ref().len();
         self.duration += start.elapsed();
