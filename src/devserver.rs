@@ -3,7 +3,8 @@
 //! It answers every request with its own name (`<name>\n`, header `x-backend: <name>`) and
 //! echoes the `x-request-id` it received as `x-upstream-request-id`, the request target as
 //! `x-seen-path`, and the forwarding headers it received (`x-forwarded-for`,
-//! `x-forwarded-proto`, `x-forwarded-host`, `forwarded`) as `x-seen-<name>`. `GET /healthz` answers
+//! `x-forwarded-proto`, `x-forwarded-host`, `forwarded`) and trace context (`traceparent`,
+//! `tracestate`) as `x-seen-<name>`. `GET /healthz` answers
 //! `ok`. Its behaviour can be changed while it runs: a delay, a status code, a separate health
 //! status; and it can be stopped, which closes the listener and every open connection (so a
 //! proxy's pooled connections break too, like a crashed process).
@@ -228,7 +229,8 @@ async fn handle_one(
             "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
             "connection" => close = v.eq_ignore_ascii_case("close"),
             "x-request-id" => request_id = Some(v.to_string()),
-            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" => {
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+            | "traceparent" | "tracestate" => {
                 echoes.push_str(&format!("x-seen-{k}: {v}\r\n"));
             }
             _ => {}

@@ -36,6 +36,8 @@ pub struct AccessLogEntry<'a> {
     pub time: Option<SystemTime>,
     /// The `x-request-id` sent upstream and back.
     pub request_id: &'a [u8],
+    /// The W3C trace id (32 hex digits).
+    pub trace_id: &'a [u8],
     /// Client address.
     pub client: Option<SocketAddr>,
     /// Request method.
@@ -253,6 +255,7 @@ impl Fields<'_> {
 fn format_entry(out: &mut Vec<u8>, e: &AccessLogEntry<'_>) {
     let mut f = Fields::open(out, e.time);
     f.bytes("request_id", e.request_id);
+    f.bytes("trace_id", e.trace_id);
     f.addr("client", e.client);
     f.str("method", e.method);
     f.str("host", e.host);

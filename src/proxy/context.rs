@@ -74,6 +74,8 @@ pub struct RequestCtx {
     pub started_ns: u64,
     /// The request id (received or generated).
     pub request_id: Option<HeaderValue>,
+    /// The W3C trace this request belongs to.
+    pub trace: super::trace::Trace,
     /// In-flight slot on the current backend; released on drop, whatever the outcome.
     pub backend: Option<InflightGuard>,
     /// Backends tried.

@@ -20,6 +20,7 @@ mod outcome;
 mod pick;
 pub mod request_id;
 pub mod respond;
+pub mod trace;
 
 pub use context::{LocalReason, RequestCtx};
 
@@ -125,6 +126,7 @@ impl ProxyHttp for Proxy {
         ctx.request_id = Some(request_id::accept_or_generate(
             session.req_header().headers.get(request_id::HEADER),
         ));
+        ctx.trace = trace::Trace::accept_or_start(session.req_header().headers.get(trace::HEADER));
         if let Some(refusal) = self.admit(session, ctx, &snapshot) {
             ctx.snapshot = Some(snapshot);
             return Self::refuse(session, ctx, refusal).await;
@@ -285,6 +287,7 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(request_id::HEADER, id.clone())?;
         }
+        upstream_request.insert_header(trace::HEADER, ctx.trace.child())?;
         if upstream_of(ctx).is_some_and(|u| !u.keepalive()) {
             upstream_request.insert_header(http::header::CONNECTION, "close")?;
         }
@@ -460,6 +463,7 @@ impl ProxyHttp for Proxy {
             snapshot.access_log.log(&AccessLogEntry {
                 time: None,
                 request_id: ctx.request_id.as_ref().map_or(&[][..], |v| v.as_bytes()),
+                trace_id: ctx.trace.id(),
                 client: client_socket(session, ctx.client_ip),
                 method: req.method.as_str(),
                 host: request_host(req),

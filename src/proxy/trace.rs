@@ -1,0 +1,134 @@
+//! W3C Trace Context (`traceparent`): a request keeps the trace it arrived in, or starts one,
+//! and each attempt to a backend is a new span of it (a new parent id). `tracestate` is
+//! passed through untouched. The trace id goes into the access log.
+
+use http::HeaderValue;
+
+/// Header name.
+pub const HEADER: &str = "traceparent";
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The trace a request belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Trace {
+    /// 32 lowercase hex digits; all zero until accepted or started.
+    id: [u8; 32],
+    /// Trace flags, 2 hex digits (`01`: sampled).
+    flags: [u8; 2],
+}
+
+fn is_hex(b: &[u8]) -> bool {
+    b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn hex_into(out: &mut [u8], value: u64) {
+    for (i, byte) in value.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(byte >> 4)];
+        out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+}
+
+impl Trace {
+    /// The incoming `traceparent`'s trace when it is a valid version-00 header (or a later
+    /// version, read by its version-00 prefix); otherwise a new trace, sampled.
+    pub fn accept_or_start(incoming: Option<&HeaderValue>) -> Trace {
+        if let Some(t) = incoming.and_then(|v| Self::parse(v.as_bytes())) {
+            return t;
+        }
+        let mut id = [0u8; 32];
+        hex_into(&mut id[..16], fastrand::u64(..));
+        hex_into(&mut id[16..], fastrand::u64(1..));
+        Trace { id, flags: *b"01" }
+    }
+
+    fn parse(b: &[u8]) -> Option<Trace> {
+        // version "-" trace-id(32) "-" parent-id(16) "-" flags(2)
+        if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        let (version, id, parent, flags) = (&b[..2], &b[3..35], &b[36..52], &b[53..55]);
+        let later = version != b"00";
+        if !is_hex(version) || version == b"ff" || (!later && b.len() != 55) {
+            return None;
+        }
+        if later && b.len() > 55 && b[55] != b'-' {
+            return None;
+        }
+        let zero = |s: &[u8]| s.iter().all(|&c| c == b'0');
+        if !is_hex(id) || !is_hex(parent) || !is_hex(flags) || zero(id) || zero(parent) {
+            return None;
+        }
+        let mut t = Trace::default();
+        t.id.copy_from_slice(id);
+        t.flags.copy_from_slice(flags);
+        Some(t)
+    }
+
+    /// The trace id (empty before the request was seen).
+    pub fn id(&self) -> &[u8] {
+        if self.id == [0; 32] {
+            &[]
+        } else {
+            &self.id
+        }
+    }
+
+    /// A `traceparent` for one attempt to a backend: this trace, a new parent id.
+    pub fn child(&self) -> HeaderValue {
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        buf[3..35].copy_from_slice(&self.id);
+        hex_into(&mut buf[36..52], fastrand::u64(1..));
+        buf[53..55].copy_from_slice(&self.flags);
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn keeps_a_valid_trace_and_gives_each_attempt_a_new_parent() {
+        let t = Trace::accept_or_start(Some(&HeaderValue::from_static(GOOD)));
+        assert_eq!(t.id(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        let (a, b) = (t.child(), t.child());
+        let a = a.to_str().unwrap();
+        assert_eq!(&a[..36], &GOOD[..36], "same version and trace id");
+        assert_eq!(&a[52..], "-01", "same flags");
+        assert_ne!(&a[36..52], &GOOD[36..52], "a new parent id");
+        assert_ne!(a, b.to_str().unwrap());
+    }
+
+    #[test]
+    fn starts_a_trace_when_absent_or_malformed() {
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            let t = Trace::accept_or_start(Some(&HeaderValue::from_str(bad).unwrap()));
+            assert_ne!(t.id(), b"4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(t.id().len(), 32);
+            assert!(is_hex(t.id()));
+            let child = t.child();
+            assert_eq!(
+                Trace::parse(child.as_bytes()).map(|c| c.id),
+                Some(t.id),
+                "{bad}"
+            );
+        }
+        let none = Trace::accept_or_start(None);
+        assert_eq!(none.child().to_str().unwrap()[53..].to_string(), "01");
+        // A later version is read by its version-00 prefix.
+        let v1 = format!("01{}-more", &GOOD[2..]);
+        let t = Trace::accept_or_start(Some(&HeaderValue::from_str(&v1).unwrap()));
+        assert_eq!(t.id(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+}
