@@ -18,19 +18,19 @@ pub fn accept_or_generate(incoming: Option<&HeaderValue>) -> HeaderValue {
 
 /// 32 random hex digits (128 bits).
 pub fn generate() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut buf = [0u8; 32];
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    for (i, byte) in a
-        .to_be_bytes()
-        .iter()
-        .chain(b.to_be_bytes().iter())
-        .enumerate()
-    {
-        buf[2 * i] = HEX[usize::from(byte >> 4)];
-        buf[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
+    hex_into(&mut buf[..16], fastrand::u64(..));
+    hex_into(&mut buf[16..], fastrand::u64(..));
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `value` as 16 lowercase hex digits into `out[..16]` (ids in headers: request, trace, span).
+pub fn hex_into(out: &mut [u8], value: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in value.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(byte >> 4)];
+        out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
 }
 
 #[cfg(test)]

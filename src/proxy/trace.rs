@@ -2,12 +2,11 @@
 //! and each attempt to a backend is a new span of it (a new parent id). `tracestate` is
 //! passed through untouched. The trace id goes into the access log.
 
+use super::request_id::hex_into;
 use http::HeaderValue;
 
 /// Header name.
 pub const HEADER: &str = "traceparent";
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The trace a request belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,13 +19,6 @@ pub struct Trace {
 
 fn is_hex(b: &[u8]) -> bool {
     b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn hex_into(out: &mut [u8], value: u64) {
-    for (i, byte) in value.to_be_bytes().iter().enumerate() {
-        out[2 * i] = HEX[usize::from(byte >> 4)];
-        out[2 * i + 1] = HEX[usize::from(byte & 0xf)];
-    }
 }
 
 impl Trace {
