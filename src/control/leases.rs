@@ -1,7 +1,7 @@
 //! The registry's calls applied by the control plane: register, heartbeat, deregister, and
 //! the leases that run out. The state itself is [`super::registry::Registry`].
 
-use super::registry::Registration;
+use super::registry::{Registration, MAX_REGISTRATIONS};
 use super::writer::{AdminRefusal, Writer};
 use super::AdminChange;
 use crate::admin::overlay::AddedBackend;
@@ -56,6 +56,16 @@ impl Writer {
                 ),
             ));
         }
+        let key = (up.name.to_string(), addr);
+        if known.is_none()
+            && !self.registry.entries.contains_key(&key)
+            && self.registry.entries.len() >= MAX_REGISTRATIONS
+        {
+            return Err(AdminRefusal::new(
+                409,
+                format!("the registry is full ({MAX_REGISTRATIONS} registrations)"),
+            ));
+        }
         let mut reg = Registration {
             upstream: up.name.to_string(),
             address: addr,
@@ -70,9 +80,7 @@ impl Writer {
             "registry: {addr} registered in upstream {} (lease {ttl:?})",
             up.name
         );
-        self.registry
-            .entries
-            .insert((up.name.to_string(), addr), reg);
+        self.registry.entries.insert(key, reg);
         self.registry.save();
         if known.is_none() {
             self.rot.start_ramp(up, addr);

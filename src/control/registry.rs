@@ -20,6 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Most registrations a gateway holds.
+pub const MAX_REGISTRATIONS: usize = 10_000;
+
+/// Largest state file read back (10,000 registrations with full metadata fit well below).
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Shortest and longest lease.
 pub const LEASE_BOUNDS: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
@@ -102,6 +108,15 @@ impl Registry {
             file: file.map(Path::to_path_buf),
         };
         let Some(path) = file else { return r };
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.len() > MAX_FILE_BYTES {
+                log::error!(
+                    "registry: {} is larger than {MAX_FILE_BYTES} bytes; starting empty",
+                    path.display()
+                );
+                return r;
+            }
+        }
         let text = match std::fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return r,
@@ -115,7 +130,8 @@ impl Registry {
         };
         match serde_json::from_slice::<Vec<Registration>>(&text) {
             Ok(list) => {
-                for reg in list.into_iter().filter(|r| r.left_ms() != Some(0)) {
+                let live = list.into_iter().filter(|r| r.left_ms() != Some(0));
+                for reg in live.take(MAX_REGISTRATIONS) {
                     r.entries.insert((reg.upstream.clone(), reg.address), reg);
                 }
                 log::info!(

@@ -15,13 +15,16 @@ use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::Session;
 
 /// A route's compiled `compression`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Compression {
     /// Offered encodings, in the route's order of preference.
     offered: Vec<Encoding>,
     level: u32,
     min_size: u64,
     types: Vec<String>,
+    /// For each offered encoding, a request header naming it alone, handed to the module
+    /// (built here once, not per request).
+    accepts: Vec<RequestHeader>,
 }
 
 fn algorithm(e: Encoding) -> (Algorithm, &'static str) {
@@ -59,7 +62,17 @@ impl Compression {
         }
         let mut offered = c.algorithms.clone();
         offered.dedup();
+        let accepts = offered
+            .iter()
+            .map(|&e| {
+                let mut req = RequestHeader::build("GET", b"/", Some(1))?;
+                req.insert_header(http::header::ACCEPT_ENCODING, algorithm(e).1)?;
+                Ok(req)
+            })
+            .collect::<pingora::Result<Vec<_>>>()
+            .map_err(|e| vec![PathError::at("compression", e.to_string())])?;
         Ok(Compression {
+            accepts,
             offered,
             level: c.level,
             min_size: c.min_size,
@@ -74,6 +87,10 @@ impl Compression {
     /// The encoding to use for a client's `Accept-Encoding`: the offered one with the highest
     /// q-value (`*` stands for those not named; q=0 refuses), ties going to the route's order.
     pub fn negotiate(&self, accept: &[u8]) -> Option<Encoding> {
+        self.negotiate_index(accept).map(|i| self.offered[i])
+    }
+
+    fn negotiate_index(&self, accept: &[u8]) -> Option<usize> {
         let accept = std::str::from_utf8(accept).ok()?;
         let q_of = |name: &str| -> Option<f32> {
             let mut star = None;
@@ -94,14 +111,14 @@ impl Compression {
             }
             star
         };
-        let mut best: Option<(Encoding, f32)> = None;
-        for &e in &self.offered {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &e) in self.offered.iter().enumerate() {
             let q = q_of(algorithm(e).1).unwrap_or(0.0);
             if q > 0.0 && best.is_none_or(|(_, b)| q > b) {
-                best = Some((e, q));
+                best = Some((i, q));
             }
         }
-        best.map(|(e, _)| e)
+        best.map(|(i, _)| i)
     }
 
     /// Enable the negotiated encoding for the session (request phase). The module saw the
@@ -112,7 +129,7 @@ impl Compression {
             .req_header()
             .headers
             .get(http::header::ACCEPT_ENCODING)
-            .and_then(|v| self.negotiate(v.as_bytes()));
+            .and_then(|v| self.negotiate_index(v.as_bytes()));
         let Some(chosen) = chosen else { return };
         let Some(m) = session
             .downstream_modules_ctx
@@ -123,16 +140,8 @@ impl Compression {
         if !m.is_header_phase() {
             return;
         }
-        let (alg, name) = algorithm(chosen);
-        m.adjust_algorithm_level(alg, self.level);
-        if let Ok(mut req) = RequestHeader::build("GET", b"/", Some(1)) {
-            if req
-                .insert_header(http::header::ACCEPT_ENCODING, name)
-                .is_ok()
-            {
-                m.request_filter(&req);
-            }
-        }
+        m.adjust_algorithm_level(algorithm(self.offered[chosen]).0, self.level);
+        m.request_filter(&self.accepts[chosen]);
     }
 
     /// Whether `resp` is worth compressing (media type listed, large enough).

@@ -298,16 +298,19 @@ fn ip_key(ip: Option<IpAddr>) -> u128 {
 impl RateLimit {
     /// The key of a request (client IP, or a hash of the header / cookie value).
     fn key_of(&self, req: &RequestView<'_>) -> u128 {
-        let hashed = |bytes: &[u8]| u128::from(self.hasher.hash_one(bytes)) | (1 << 127);
+        match self.key_value(req) {
+            Some(v) => u128::from(self.hasher.hash_one(v)) | (1 << 127),
+            None => ip_key(req.client_ip),
+        }
+    }
+
+    /// The header or cookie value that keys `req`, if the key is one and the request has it
+    /// (otherwise the client IP, or the route, keys it).
+    fn key_value<'r>(&self, req: &RequestView<'r>) -> Option<&'r [u8]> {
         match &self.key {
-            Key::ClientIp | Key::Route => ip_key(req.client_ip),
-            Key::Header(name) => req
-                .headers
-                .get(name)
-                .map_or_else(|| ip_key(req.client_ip), |v| hashed(v.as_bytes())),
-            Key::Cookie(name) => req
-                .cookie(name)
-                .map_or_else(|| ip_key(req.client_ip), |v| hashed(v.as_bytes())),
+            Key::ClientIp | Key::Route => None,
+            Key::Header(n) => req.headers.get(n).map(|v| v.as_bytes()),
+            Key::Cookie(n) => req.cookie(n).map(str::as_bytes),
         }
     }
 
@@ -337,13 +340,7 @@ impl RateLimit {
             h.write(bytes);
             let _ = write!(k, "h{:016x}}}", h.finish());
         };
-        let value = match &self.key {
-            Key::Route => None,
-            Key::ClientIp => None,
-            Key::Header(n) => req.headers.get(n).map(|v| v.as_bytes()),
-            Key::Cookie(n) => req.cookie(n).map(str::as_bytes),
-        };
-        match (value, &self.key) {
+        match (self.key_value(req), &self.key) {
             (Some(v), _) => hashed(&mut k, v),
             (None, Key::Route) => k.push_str("route}"),
             (None, _) => match req.client_ip {

@@ -74,6 +74,10 @@ pub fn warm_up(conn: &Conn) {
     });
 }
 
+/// Longest wait or debt taken from a Redis answer (a bound on a hostile or corrupt reply; a
+/// real one is at most a few refills).
+const MAX_AHEAD_US: i64 = 3_600_000_000;
+
 /// The GCRA parameters, in microseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Gcra {
@@ -161,7 +165,9 @@ impl Shared {
             .arg(self.gcra.capacity);
         match tokio::time::timeout(self.budget, call.invoke_async::<i64>(&mut conn)).await {
             Ok(Ok(0)) => Verdict::Admit,
-            Ok(Ok(us)) if us > 0 => Verdict::Wait(Duration::from_micros(us as u64)),
+            Ok(Ok(us)) if us > 0 => {
+                Verdict::Wait(Duration::from_micros(us.min(MAX_AHEAD_US) as u64))
+            }
             Ok(Ok(us)) => self.down(&format!("the script answered {us}")),
             Ok(Err(e)) => self.down(&e),
             Err(_) => self.down(&format!("no answer within {:?}", self.budget)),
@@ -280,7 +286,9 @@ impl SyncTable {
                     Ok(Ok(ahead)) => {
                         // The shared TAT counts `sent`; admissions since then are still ours.
                         let since = i64::from(slot.pending.load(Ordering::Acquire));
-                        let tat = this.now() + ahead.max(0) + since * g.interval_us;
+                        let tat = this.now()
+                            + ahead.clamp(0, MAX_AHEAD_US)
+                            + since.saturating_mul(g.interval_us);
                         slot.tat.store(tat, Ordering::Release);
                         Ok(())
                     }
