@@ -221,8 +221,16 @@ fn build_shared(
 ) -> Result<Shared, FilterError> {
     store.validate()?;
     let budget = store.timeout.0;
-    let conn = Conn::open(&store.redis, budget)?;
-    shared::warm_up(&conn);
+    // One connection per Redis and budget, kept across reloads and shared by routes: a
+    // reload does not dial again.
+    let conn = cx.persistent(&format!("redis-conn/{:?}/{budget:?}", store.redis), || {
+        let c = Conn::open(&store.redis, budget);
+        if let Ok(c) = &c {
+            shared::warm_up(c);
+        }
+        c
+    });
+    let conn = (*conn).clone()?;
     let errors = cx
         .int_counter_vec(
             "portcullis_rate_limit_store_errors_total",
