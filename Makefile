@@ -9,13 +9,15 @@ all: build
 deps:
 	@scripts/deps.sh
 
-## Release build of the gateway and the demo backend.
+## Release build of the gateway (fat LTO: what deployments and the benchmarks run).
 build: deps
-	$(CARGO) build --release --locked --bin portcullis --example demo_backend
+	$(CARGO) build --release --locked --bin portcullis
 
-## Build, start 3 demo backends and the gateway on conf/portcullis.yaml; Ctrl-C stops all.
-run: build
-	@scripts/run-demo.sh
+## Build only the gateway binary (profile `demo`: no LTO, no dev-dependencies), start 3 demo
+## backends (`portcullis demo-backend`) and the gateway on conf/portcullis.yaml; Ctrl-C stops all.
+run: deps
+	$(CARGO) build --profile demo --locked --bin portcullis
+	@BIN=target/demo/portcullis scripts/run-demo.sh
 
 ## The whole test suite: unit, integration (real binary, real backends on 127.0.0.1), doc tests.
 test: deps

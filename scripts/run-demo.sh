@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
 # `make run`: three demo backends on 127.0.0.1:9001-9003 and the gateway on 127.0.0.1:8080
-# (config: conf/portcullis.yaml, metrics on 127.0.0.1:9100). Ctrl-C stops everything started here.
+# (config: conf/portcullis.yaml, metrics on 127.0.0.1:9100, status page and admin API on
+# 127.0.0.1:9901). Ctrl-C stops everything started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release/portcullis
-DEMO=target/release/examples/demo_backend
+BIN=${BIN:-target/demo/portcullis}
 CONF=${PORTCULLIS_CONF:-conf/portcullis.yaml}
-for f in "$BIN" "$DEMO"; do
-  [[ -x $f ]] || { echo "run-demo: $f is not built; use 'make run'" >&2; exit 1; }
-done
+[[ -x $BIN ]] || { echo "run-demo: $BIN is not built; use 'make run'" >&2; exit 1; }
 
 busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in 8080 9001 9002 9003 9100; do
+for port in 8080 9001 9002 9003 9100 9901; do
   if busy "$port"; then
     echo "run-demo: port $port on 127.0.0.1 is in use; stop whatever holds it and retry" >&2
     exit 1
@@ -33,7 +31,7 @@ trap 'exit 130' INT TERM
 i=0
 for name in alpha beta gamma; do
   i=$((i + 1))
-  "$DEMO" --name "$name" --listen "127.0.0.1:900$i" &
+  "$BIN" demo-backend --name "$name" --listen "127.0.0.1:900$i" &
   pids+=($!)
 done
 
@@ -47,6 +45,9 @@ cat <<'MSG'
 
 portcullis is running on http://127.0.0.1:8080 (metrics: http://127.0.0.1:9100/metrics)
 
+  status page: http://127.0.0.1:9901/  (live backends, reloads, transitions; the demo's admin
+  token is "demo-token", paste it on the page to get the drain/enable buttons)
+
   # round robin over alpha, beta, gamma
   for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8080/; done
 
@@ -58,6 +59,10 @@ portcullis is running on http://127.0.0.1:8080 (metrics: http://127.0.0.1:9100/m
 
   # response headers: x-backend, x-request-id
   curl -si http://127.0.0.1:8080/ | head -8
+
+  # the admin API behind the status page: drain alpha, then enable it again
+  curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/drain
+  curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/enable
 
   # metrics
   curl -s http://127.0.0.1:9100/metrics | grep '^portcullis_requests_total'

@@ -10,15 +10,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$here/target/release/portcullis}
 secs=${2:-20}
-backend_bin=$here/target/release/examples/demo_backend
-[[ -x $backend_bin ]] || (cd "$here" && cargo build --release --locked --example demo_backend >/dev/null 2>&1)
 W=$(mktemp -d /tmp/churn.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
 ports=(19311 19312 19313)
 for i in 0 1 2; do
-  "$backend_bin" --name "b$i" --listen "127.0.0.1:${ports[$i]}" >/dev/null 2>&1 &
+  "$bin" demo-backend --name "b$i" --listen "127.0.0.1:${ports[$i]}" >/dev/null 2>&1 &
   pids+=("$!")
 done
 cat >"$W/gw.yaml" <<EOF2

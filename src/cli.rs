@@ -1,6 +1,7 @@
 //! Command line: `portcullis -c conf/portcullis.yaml [-t] [-d] [-u]`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// portcullis: a programmable HTTP gateway on Pingora.
@@ -23,4 +24,22 @@ pub struct Cli {
     /// Do not reload when the config file changes (SIGHUP and the admin API still reload).
     #[arg(long = "no-watch")]
     pub no_watch: bool,
+    /// Something other than the gateway (`portcullis demo-backend --help`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// A demo backend for `make run`: answers every request with its own name (header
+    /// `x-backend`), `GET /healthz` with `ok`. Stops on Ctrl-C or SIGTERM.
+    DemoBackend {
+        /// The name it answers with.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Where it listens.
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+    },
 }

@@ -346,3 +346,41 @@ pub fn arg(args: &[String], flag: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1))
         .cloned()
 }
+
+/// Run one demo server until Ctrl-C or SIGTERM (`portcullis demo-backend`); the exit code.
+pub fn run_demo(name: &str, listen: SocketAddr) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo-backend: cannot start a runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let server = match DevServer::start(name, listen).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("demo-backend {name}: cannot listen on {listen}: {e}");
+                return 1;
+            }
+        };
+        eprintln!("demo-backend {name} listening on http://{}", server.addr());
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("demo-backend: cannot watch SIGTERM: {e}");
+                    return 1;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        server.stop();
+        0
+    })
+}

@@ -50,7 +50,10 @@ pub fn run_with(ext: gateway::Extensions) -> i32 {
     use clap::Parser;
     let cli = cli::Cli::parse();
     init_logging();
-    server::run(cli, ext)
+    match cli.command {
+        Some(cli::Command::DemoBackend { ref name, listen }) => devserver::run_demo(name, listen),
+        None => server::run(cli, ext),
+    }
 }
 
 /// Log to stderr, `info` and above unless `RUST_LOG` says otherwise.
