@@ -2,7 +2,8 @@
 # Make sure the build's system dependencies are present: cmake (zlib-ng in pingora's flate2),
 # pkg-config and OpenSSL headers (pingora's openssl feature), a C compiler (mimalloc).
 # The tests' real servers: redis-server and redis-cli (the shared rate limit, alone and as a
-# cluster) and dnsmasq (DNS discovery).
+# cluster), dnsmasq (DNS discovery), chromium (the status page's browser test) and prometheus
+# with promtool (the Grafana dashboard's queries and the alert rules, tested against it).
 # Installs them with apt-get when running as root; otherwise prints the exact command.
 set -euo pipefail
 
@@ -14,6 +15,8 @@ if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 
 if ((${#missing[@]} == 0)); then
   exit 0

@@ -4,6 +4,7 @@
 
 use crate::balance::{BackendState, StateStore, StrategyRegistry};
 use crate::config::{self, ConfigErrors};
+use crate::observe::events::EventLog;
 use crate::observe::metrics::BackendSource;
 use crate::observe::Metrics;
 use crate::runtime::{compile, CompileContext, Snapshot};
@@ -27,6 +28,7 @@ pub struct Gateway {
     reload: ArcSwap<ReloadStatus>,
     started: SystemTime,
     draining: AtomicBool,
+    events: EventLog,
 }
 
 /// The outcome of the last reload.
@@ -114,6 +116,7 @@ impl Gateway {
             reload: ArcSwap::from_pointee(ReloadStatus::default()),
             started: SystemTime::now(),
             draining: AtomicBool::new(false),
+            events: EventLog::default(),
         });
         let source: Weak<dyn BackendSource> = Arc::downgrade(&gw) as Weak<dyn BackendSource>;
         gw.metrics.register_backend_gauges(source);
@@ -189,7 +192,12 @@ impl Gateway {
         self.started
     }
 
-    /// The last reload's outcome.
+    /// The last health and circuit transitions of backends.
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// The outcome of the last reload.
     pub fn last_reload(&self) -> ReloadStatus {
         ReloadStatus::clone(&self.reload.load())
     }

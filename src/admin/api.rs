@@ -242,6 +242,36 @@ impl AdminApp {
         json!({ "name": &*up.name, "strategy": up.strategy(), "panic": up.in_panic(), "backends": backends })
     }
 
+    /// `GET /overview`: what the status page draws, in one call.
+    fn overview(&self) -> Reply {
+        let (_, status) = self.status();
+        let (_, upstreams) = self.upstreams();
+        let events = self.gateway.events().newest_first();
+        let reply =
+            json!({ "status": status, "upstreams": upstreams["upstreams"], "events": events });
+        (200, reply)
+    }
+
+    /// `GET /`: the status page, rendered from the same JSON.
+    fn page(&self) -> Response<Vec<u8>> {
+        let (_, status) = self.status();
+        let (_, upstreams) = self.upstreams();
+        let html = super::page::render(&status, &upstreams, &self.gateway.events().newest_first());
+        Self::reply(200, "text/html; charset=utf-8", html.into_bytes())
+    }
+
+    fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+        let mut r = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CACHE_CONTROL, "no-store");
+        for (k, v) in super::page::SECURITY_HEADERS {
+            r = r.header(k, v);
+        }
+        r.body(body).unwrap_or_default()
+    }
+
     fn upstreams(&self) -> Reply {
         let snapshot = self.gateway.snapshot();
         let all: Vec<Value> = snapshot
@@ -328,6 +358,11 @@ impl AdminApp {
         };
         match (&method, segs.as_slice()) {
             (&Method::GET, ["status"]) => self.status(),
+            (&Method::GET, ["overview"]) => self.overview(),
+            (&Method::GET, ["events"]) => (
+                200,
+                json!({ "events": self.gateway.events().newest_first() }),
+            ),
             (&Method::GET, ["upstreams"]) => self.upstreams(),
             (&Method::GET, ["upstreams", name]) => match self.find_upstream(name) {
                 Ok(u) => (200, self.upstream_json(&u)),
@@ -386,16 +421,20 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method == Method::GET {
+            let path = req.uri.path();
+            if path == "/" {
+                return self.page();
+            }
+            if let Some((content_type, body)) = super::page::asset(path) {
+                return Self::reply(200, content_type, body.as_bytes().to_vec());
+            }
+        }
         let (status, value) = self.route(session).await;
         let mut body = serde_json::to_vec_pretty(&value).unwrap_or_default();
         body.push(b'\n');
-        Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::CONTENT_LENGTH, body.len())
-            .header(http::header::CACHE_CONTROL, "no-store")
-            .body(body)
-            .unwrap_or_default()
+        Self::reply(status, "application/json", body)
     }
 }
 

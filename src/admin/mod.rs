@@ -2,7 +2,10 @@
 //!
 //! | call | what |
 //! |---|---|
+//! | `GET /` | the status page (HTML; `status.css`, `status.js`), refreshed every 2 s |
 //! | `GET /status` | version, uptime, config generation, last reload |
+//! | `GET /events` | the last 50 health and circuit transitions, newest first |
+//! | `GET /overview` | `status`, `upstreams` and `events` in one answer (what the page draws) |
 //! | `GET /upstreams` | every upstream and backend: health, circuit, in-flight, latency, weight, enabled |
 //! | `POST /upstreams/{u}/backends` | add a backend: `{"address", "weight", "backup", "metadata"}` |
 //! | `DELETE /upstreams/{u}/backends/{addr}` | remove a backend |
@@ -19,6 +22,7 @@
 
 pub mod api;
 pub mod overlay;
+mod page;
 pub mod registry;
 
 pub use api::AdminApp;

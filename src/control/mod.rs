@@ -24,6 +24,7 @@ use crate::balance::BackendState;
 use crate::config::ConfigErrors;
 use crate::gateway::Gateway;
 use crate::health::{HealthHost, HealthTarget};
+use crate::observe::events::Event;
 use portcullis_plugin::Ejector;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -107,6 +108,7 @@ enum Command {
         found: Vec<crate::discovery::Found>,
     },
     Registrations(oneshot::Sender<Vec<registry::Registration>>),
+    Transition(Event),
 }
 
 /// A sender of commands to the control plane. Cheap to clone; every service that changes
@@ -186,6 +188,18 @@ impl Ejector for ControlHandle {
             duration,
         });
     }
+
+    fn transition(&self, scope: &str, backend: SocketAddr, from: &str, to: &str, why: &str) {
+        let e = Event::now(
+            "circuit",
+            scope.to_string(),
+            backend.to_string(),
+            from,
+            to,
+            why,
+        );
+        let _ = self.tx.send(Command::Transition(e));
+    }
 }
 
 /// Start the control plane's thread for `gateway`, serving the commands of `queue`.
@@ -242,6 +256,7 @@ fn handle(w: &mut writer::Writer, cmd: Command) {
         Command::Registrations(reply) => {
             let _ = reply.send(w.registrations());
         }
+        Command::Transition(e) => w.gw.events().push(e),
     }
 }
 

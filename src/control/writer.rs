@@ -7,6 +7,7 @@ use super::AdminChange;
 use crate::admin::overlay::Overlay;
 use crate::config::ConfigErrors;
 use crate::gateway::{compile_file, Gateway, ReloadStatus};
+use crate::observe::events::Event;
 use crate::runtime::compile::resolve_backend_addr;
 use crate::runtime::{Compiled, Snapshot, Upstream};
 use std::net::SocketAddr;
@@ -123,11 +124,36 @@ impl Writer {
             .get(&addr)
             .is_some_and(|s| s.set_healthy(healthy))
         {
+            self.record_health(addr, healthy);
             if healthy {
                 self.ramp_everywhere(addr);
             }
             self.reselect_holding(addr);
         }
+    }
+
+    /// Remember a health verdict's change for the status page, with the upstreams it is in.
+    fn record_health(&self, addr: SocketAddr, healthy: bool) {
+        let snapshot = self.gw.snapshot();
+        let upstreams: Vec<&str> = snapshot
+            .upstreams
+            .iter()
+            .filter(|u| u.contains(addr))
+            .map(|u| &*u.name)
+            .collect();
+        let (from, to, why) = match healthy {
+            true => ("down", "up", "health check passed"),
+            false => ("up", "down", "health check failed"),
+        };
+        let e = Event::now(
+            "health",
+            upstreams.join(","),
+            addr.to_string(),
+            from,
+            to,
+            why,
+        );
+        self.gw.events().push(e);
     }
 
     pub fn eject(&mut self, upstream: &str, addr: SocketAddr, duration: Duration) {

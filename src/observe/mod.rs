@@ -1,6 +1,7 @@
 //! Metrics (Prometheus), access logs (JSON lines) and the `/metrics` endpoint.
 
 pub mod access_log;
+pub mod events;
 pub mod fleet_metrics;
 pub mod l4_metrics;
 pub mod labels;

@@ -2,6 +2,7 @@
 //! real HTTP client. Everything started here is stopped by `Drop`.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod dns;
 pub mod load;
 pub mod redis;

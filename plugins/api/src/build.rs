@@ -204,6 +204,11 @@ pub trait Ejector: Send + Sync {
     /// Leave `backend` out of `upstream`'s members for `duration`; it rejoins by itself once
     /// that has passed. A later call replaces the time left.
     fn eject(&self, upstream: &str, backend: SocketAddr, duration: Duration);
+
+    /// Tell operators that `backend` went from state `from` to `to` in the filter of `scope`
+    /// (a route or the global chain), and why: the status page lists these. Call it on
+    /// transitions only, not per request.
+    fn transition(&self, _scope: &str, _backend: SocketAddr, _from: &str, _to: &str, _why: &str) {}
 }
 
 /// An [`Ejector`] that does nothing (`-t`, tests that do not look).

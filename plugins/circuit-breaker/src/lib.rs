@@ -275,6 +275,8 @@ impl CircuitBreaker {
                 self.scope
             ),
         }
+        self.ejector
+            .transition(&self.scope, addr, from.name(), to.name(), why);
         self.state_gauge
             .with_label_values(&[&self.scope, &backend])
             .set(to.code());
