@@ -252,7 +252,23 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
+                    // portcullis patch: the runtime is shutting down under this loop (a fast
+                    // shutdown): accept() can only fail from now on, so stop.
+                    if e.root_cause()
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.to_string().contains("being shutdown"))
+                    {
+                        info!("Stop accepting on {}: the runtime is shutting down", stack.as_str());
+                        break;
+                    }
                     error!("Accept() failed {e}");
+                    // portcullis patch: give the scheduler a turn after every failed accept.
+                    // While the runtime shuts down (SIGINT), accept() fails at once, forever
+                    // ("A Tokio 1.x context was found, but it is being shutdown"); without a
+                    // yield this loop never returns to the scheduler, so the runtime can
+                    // never drop it: the process spun at 100% CPU, logging this line
+                    // millions of times, and never exited.
+                    tokio::task::yield_now().await;
                     if let Some(io_error) = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
@@ -260,7 +276,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     {
                         // 24: too many open files. In this case accept() will continue return this
                         // error without blocking, which could use up all the resources
-                        if io_error == 24 {
+                        // portcullis patch: likewise 23 (ENFILE, the system's file table is
+                        // full), 105 (ENOBUFS) and 12 (ENOMEM).
+                        if matches!(io_error, 12 | 23 | 24 | 105) {
                             // call sleep to calm the thread down and wait for others to release
                             // some resources
                             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
