@@ -46,7 +46,7 @@ cat <<'MSG'
 portcullis is running on http://127.0.0.1:8080 (metrics: http://127.0.0.1:9100/metrics)
 
   status page: http://127.0.0.1:9901/  (live backends, reloads, transitions; the demo's admin
-  token is "demo-token", paste it on the page to get the drain/enable buttons)
+  token is "demo-admin-token-change-me", paste it on the page to get the drain/enable buttons)
 
   # round robin over alpha, beta, gamma
   for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:8080/; done
@@ -61,8 +61,8 @@ portcullis is running on http://127.0.0.1:8080 (metrics: http://127.0.0.1:9100/m
   curl -si http://127.0.0.1:8080/ | head -8
 
   # the admin API behind the status page: drain alpha, then enable it again
-  curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/drain
-  curl -s -X POST -H 'authorization: Bearer demo-token' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/enable
+  curl -s -X POST -H 'authorization: Bearer demo-admin-token-change-me' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/drain
+  curl -s -X POST -H 'authorization: Bearer demo-admin-token-change-me' http://127.0.0.1:9901/upstreams/demo/backends/127.0.0.1:9001/enable
 
   # metrics
   curl -s http://127.0.0.1:9100/metrics | grep '^portcullis_requests_total'
