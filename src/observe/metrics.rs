@@ -66,6 +66,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// Config generation currently serving.
     pub config_generation: IntGauge,
+    /// 1 if the last reload went live (or none was tried), 0 if it was refused.
+    last_reload_ok: IntGauge,
     l4: super::l4_metrics::L4Metrics,
 }
 
@@ -106,7 +108,17 @@ impl Metrics {
         registry
             .register(Box::new(config_generation.clone()))
             .expect("metric registered once");
+        let last_reload_ok = IntGauge::new(
+            "portcullis_config_last_reload_successful",
+            "1 if the last reload went live (or none was tried yet), 0 if it was refused.",
+        )
+        .expect("static metric definition");
+        last_reload_ok.set(1);
+        registry
+            .register(Box::new(last_reload_ok.clone()))
+            .expect("metric registered once");
         Arc::new(Metrics {
+            last_reload_ok,
             l4: super::l4_metrics::L4Metrics::new(&registry),
             requests: counter_vec(
                 &registry,
@@ -256,6 +268,7 @@ impl Metrics {
 
     /// A config reload finished.
     pub fn count_reload(&self, success: bool) {
+        self.last_reload_ok.set(i64::from(success));
         self.reloads
             .with_label_values(&[if success { "success" } else { "failure" }])
             .inc();

@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod dns;
 pub mod load;
+pub mod prometheus;
 pub mod redis;
 pub mod tcp;
 pub mod ws;
