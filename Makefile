@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit clean fuzz
+.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit bench-otlp clean fuzz
 
 all: build
 
@@ -48,6 +48,11 @@ bench-tcp: build
 ## (needs wrk and nginx: ../shared/bench/setup.sh --no-build; ROUNDS=3).
 bench-rate-limit: build
 	@scripts/bench-rate-limit.sh $(or $(ROUNDS),3)
+
+## The cost of OTLP span export: off, 1% and 100% of the traces (needs wrk and nginx:
+## ../shared/bench/setup.sh --no-build; ROUNDS=3).
+bench-otlp: build
+	@scripts/bench-otlp.sh $(or $(ROUNDS),3)
 
 ## End-to-end comparison against nginx and minimal Pingora (needs ../shared/bench/setup.sh).
 bench-peers: build

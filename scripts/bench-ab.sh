@@ -28,6 +28,8 @@ http {
   server { listen 127.0.0.1:19001; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
   server { listen 127.0.0.1:19002; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
   server { listen 127.0.0.1:19003; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
+  # An OTLP/HTTP sink for variants that export spans (benches/ab/otlp-*.yaml.extra).
+  server { listen 127.0.0.1:19004; keepalive_requests 10000000; client_max_body_size 64m; location / { return 200 ""; } }
 }
 EOF
 taskset -c 0 nginx -p "$W" -c "$W/nginx.conf" -e "$W/error.log" & pids+=($!)

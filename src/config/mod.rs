@@ -15,6 +15,7 @@ pub mod locate;
 pub mod mirror;
 pub mod model;
 pub mod tcp;
+pub mod tracing;
 pub mod upstream;
 
 pub use error::{ConfigError, ConfigErrors, PathError};

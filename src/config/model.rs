@@ -34,6 +34,9 @@ pub struct Config {
     /// The admin API; absent = none.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Span export (OTLP); absent = none. Trace context is propagated either way.
+    #[serde(default)]
+    pub tracing: Option<super::tracing::TracingConfig>,
 }
 
 /// The admin API listener.

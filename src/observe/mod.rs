@@ -7,6 +7,7 @@ pub mod l4_metrics;
 pub mod labels;
 pub mod metrics;
 pub mod metrics_service;
+pub mod otlp;
 
 pub use access_log::{AccessLog, AccessLogEntry};
 pub use metrics::{BackendSource, Metrics};

@@ -94,6 +94,8 @@ pub struct RequestCtx {
     pub local: Option<LocalReason>,
     /// The filter that refused the last candidate, when every backend was refused.
     pub vetoed_by: Option<Arc<str>>,
+    /// The filter that answered the request or chose its upstream.
+    pub acted_by: Option<Arc<str>>,
     /// Status of the backend's response, once it arrived.
     pub upstream_status: u16,
     /// Attempts already reported to `on_outcome` filters.

@@ -149,6 +149,7 @@ impl ProxyHttp for Proxy {
             for e in filters.request.iter() {
                 if let Decision::Respond(r) = e.filter.on_request(&v, &mut ctx.filter_state).await {
                     answer = Some(r);
+                    ctx.acted_by = Some(Arc::clone(&e.kind));
                     break;
                 }
             }
@@ -160,6 +161,7 @@ impl ProxyHttp for Proxy {
                     match snapshot.upstream_index.get(name) {
                         Some(&u) => {
                             ctx.upstream = Some(u);
+                            ctx.acted_by = Some(Arc::clone(&e.kind));
                             break;
                         }
                         None => log::warn!("filter {} chose unknown upstream {name}", e.kind),
@@ -478,6 +480,14 @@ impl ProxyHttp for Proxy {
                 bytes_out,
                 attempts: ctx.tried.count(),
             });
+        }
+        if let Some(otlp) = &snapshot.otlp {
+            let names = (
+                route.map_or("", |r| &r.name),
+                upstream_label.1,
+                backend_label.1,
+            );
+            trace::export(otlp, ctx, req, status, names);
         }
         drop(backend);
     }

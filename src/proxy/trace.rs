@@ -1,9 +1,16 @@
-//! W3C Trace Context (`traceparent`): a request keeps the trace it arrived in, or starts one,
-//! and each attempt to a backend is a new span of it (a new parent id). `tracestate` is
-//! passed through untouched. The trace id goes into the access log.
+//! W3C Trace Context (`traceparent`): a request keeps the trace it arrived in, or starts one.
+//! The gateway's handling of the request is one span of it, with an id of its own: every
+//! attempt to a backend carries that id as its parent id, and it is the span exported with
+//! OTLP (`tracing.otlp`). `tracestate` is passed through untouched. The trace id goes into
+//! the access log.
 
+use super::context::RequestCtx;
 use super::request_id::hex_into;
+use crate::balance::now_ns;
+use crate::observe::otlp::{Otlp, RequestSpan};
 use http::HeaderValue;
+use pingora::http::RequestHeader;
+use std::time::{Duration, SystemTime};
 
 /// Header name.
 pub const HEADER: &str = "traceparent";
@@ -15,6 +22,10 @@ pub struct Trace {
     id: [u8; 32],
     /// Trace flags, 2 hex digits (`01`: sampled).
     flags: [u8; 2],
+    /// The gateway's span id, 16 hex digits.
+    span: [u8; 16],
+    /// The client's span id, 16 hex digits; all zero when the trace started here.
+    parent: [u8; 16],
 }
 
 fn is_hex(b: &[u8]) -> bool {
@@ -25,13 +36,20 @@ impl Trace {
     /// The incoming `traceparent`'s trace when it is a valid version-00 header (or a later
     /// version, read by its version-00 prefix); otherwise a new trace, sampled.
     pub fn accept_or_start(incoming: Option<&HeaderValue>) -> Trace {
-        if let Some(t) = incoming.and_then(|v| Self::parse(v.as_bytes())) {
-            return t;
-        }
-        let mut id = [0u8; 32];
-        hex_into(&mut id[..16], fastrand::u64(..));
-        hex_into(&mut id[16..], fastrand::u64(1..));
-        Trace { id, flags: *b"01" }
+        let mut t = match incoming.and_then(|v| Self::parse(v.as_bytes())) {
+            Some(t) => t,
+            None => {
+                let mut t = Trace {
+                    flags: *b"01",
+                    ..Trace::default()
+                };
+                hex_into(&mut t.id[..16], fastrand::u64(..));
+                hex_into(&mut t.id[16..], fastrand::u64(1..));
+                t
+            }
+        };
+        hex_into(&mut t.span, fastrand::u64(1..));
+        t
     }
 
     fn parse(b: &[u8]) -> Option<Trace> {
@@ -54,6 +72,7 @@ impl Trace {
         let mut t = Trace::default();
         t.id.copy_from_slice(id);
         t.flags.copy_from_slice(flags);
+        t.parent.copy_from_slice(parent);
         Some(t)
     }
 
@@ -66,14 +85,59 @@ impl Trace {
         }
     }
 
-    /// A `traceparent` for one attempt to a backend: this trace, a new parent id.
+    /// The gateway's span id (16 hex digits).
+    pub fn span(&self) -> &[u8] {
+        &self.span
+    }
+
+    /// The client's span id, when the request came with a valid `traceparent`.
+    pub fn parent(&self) -> Option<&[u8]> {
+        (self.parent != [0; 16]).then_some(&self.parent[..])
+    }
+
+    /// The `traceparent` of an attempt to a backend: this trace, the gateway's span as parent.
     pub fn child(&self) -> HeaderValue {
         let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
         buf[3..35].copy_from_slice(&self.id);
-        hex_into(&mut buf[36..52], fastrand::u64(1..));
+        buf[36..52].copy_from_slice(&self.span);
         buf[53..55].copy_from_slice(&self.flags);
         HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
+}
+
+/// Export the span of a finished request when its trace is sampled (`tracing.otlp`).
+/// `names`: route, upstream and backend labels.
+pub(super) fn export(
+    otlp: &Otlp,
+    ctx: &RequestCtx,
+    req: &RequestHeader,
+    status: u16,
+    names: (&str, &str, &str),
+) {
+    if !otlp.sampled(ctx.trace.id()) {
+        return;
+    }
+    let duration = Duration::from_nanos(now_ns().saturating_sub(ctx.started_ns));
+    let acted: Vec<&str> = [ctx.acted_by.as_deref(), ctx.vetoed_by.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (route, upstream, backend) = names;
+    otlp.record(&RequestSpan {
+        trace_id: ctx.trace.id(),
+        span_id: ctx.trace.span(),
+        parent_id: ctx.trace.parent(),
+        start: SystemTime::now() - duration,
+        duration,
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        route,
+        upstream,
+        backend,
+        retries: ctx.retries,
+        filters: &acted,
+    });
 }
 
 #[cfg(test)]
@@ -83,15 +147,28 @@ mod tests {
     const GOOD: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
-    fn keeps_a_valid_trace_and_gives_each_attempt_a_new_parent() {
+    fn keeps_a_valid_trace_and_makes_the_gateway_span_the_parent() {
         let t = Trace::accept_or_start(Some(&HeaderValue::from_static(GOOD)));
         assert_eq!(t.id(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            t.parent(),
+            Some(&b"00f067aa0ba902b7"[..]),
+            "the client's span"
+        );
         let (a, b) = (t.child(), t.child());
         let a = a.to_str().unwrap();
         assert_eq!(&a[..36], &GOOD[..36], "same version and trace id");
         assert_eq!(&a[52..], "-01", "same flags");
         assert_ne!(&a[36..52], &GOOD[36..52], "a new parent id");
-        assert_ne!(a, b.to_str().unwrap());
+        assert_eq!(a.as_bytes()[36..52], *t.span(), "the gateway's span");
+        assert_eq!(
+            a,
+            b.to_str().unwrap(),
+            "every attempt is a child of the same span"
+        );
+        let other = Trace::accept_or_start(Some(&HeaderValue::from_static(GOOD)));
+        assert_ne!(other.span(), t.span(), "each request is a span of its own");
+        assert_eq!(Trace::accept_or_start(None).parent(), None);
     }
 
     #[test]

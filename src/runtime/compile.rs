@@ -169,6 +169,18 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
             .ok(),
     };
 
+    let otlp = cfg
+        .tracing
+        .as_ref()
+        .and_then(|t| t.otlp.as_ref())
+        .and_then(|o| {
+            crate::observe::otlp::shared(o, &build_cx(Scope::Global))
+                .map_err(|(key, msg)| {
+                    errors.push(PathError::at(format!("tracing.otlp.{key}"), msg))
+                })
+                .ok()
+        });
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -183,6 +195,7 @@ pub fn compile(cfg: &Config, cx: &CompileContext<'_>) -> Result<Snapshot, Vec<Pa
         generation: cx.generation,
         router: Router::new(routes),
         access_log: Arc::new(access_log.unwrap_or_else(AccessLog::off)),
+        otlp,
         listeners,
         metrics_addr,
         admin,

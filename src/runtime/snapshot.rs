@@ -116,6 +116,8 @@ pub struct Compiled {
     pub router: Router,
     /// Access-log sink.
     pub access_log: Arc<AccessLog>,
+    /// OTLP span export (`tracing.otlp`), kept across reloads while its config is the same.
+    pub otlp: Option<Arc<crate::observe::otlp::Otlp>>,
     /// Listeners (bound at start; changing them needs a graceful upgrade).
     pub listeners: Vec<ListenerSpec>,
     /// Metrics listener address.

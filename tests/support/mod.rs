@@ -5,6 +5,7 @@
 pub mod chromium;
 pub mod dns;
 pub mod load;
+pub mod otlp;
 pub mod prometheus;
 pub mod redis;
 pub mod tcp;
@@ -242,12 +243,12 @@ impl Gateway {
             .stderr(Stdio::from(stderr))
             .spawn()
             .map_err(|e| e.to_string())?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let up = poll_until(Duration::from_secs(15), || {
             if let Ok(Some(_)) = child.try_wait() {
                 return true;
             }
-            TcpStream::connect(addr).is_ok()
+            // Listening itself, not some other test's server that took the port in between.
+            owns_listener(child.id(), port)
         });
         // The metrics and admin listeners start alongside; wait for those the config has.
         for (placeholder, p) in [("{metrics}", metrics_port), ("{admin}", admin_port)] {
@@ -416,6 +417,29 @@ fn render(yaml: &str, dir: &std::path::Path, port: u16, metrics: u16, admin: u16
     format!(
         "server:\n  threads: 2\n  pid_file: {d}/portcullis.pid\n  upgrade_sock: {d}/upgrade.sock\n  grace_period_seconds: 1\n  graceful_shutdown_timeout_seconds: 1\n{text}"
     )
+}
+
+/// Whether process `pid` holds the listening socket of 127.0.0.1:`port` (Linux: the
+/// socket's inode in /proc/net/tcp among the process's file descriptors). A bare connect
+/// cannot tell: a free port can be taken by another test's backend before the gateway binds.
+pub fn owns_listener(pid: u32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|t| inodes.iter().any(|i| t.to_string_lossy() == *i))
+    })
 }
 
 /// Send `sig` to `pid` with kill(1).
