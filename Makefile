@@ -13,10 +13,11 @@ deps:
 build: deps
 	$(CARGO) build --release --locked --bin portcullis
 
-## Build only the gateway binary (profile `demo`: no LTO, no dev-dependencies), start 3 demo
-## backends (`portcullis demo-backend`) and the gateway on conf/portcullis.yaml; Ctrl-C stops all.
+## Build only the gateway binary (profile `demo`: opt-level 1, no dev-dependencies, the system's
+## OpenSSL instead of compiling the one pingora vendors), start 3 demo backends
+## (`portcullis demo-backend`) and the gateway on conf/portcullis.yaml; Ctrl-C stops all.
 run: deps
-	$(CARGO) build --profile demo --locked --bin portcullis
+	OPENSSL_NO_VENDOR=1 $(CARGO) build --profile demo --locked --bin portcullis
 	@BIN=target/demo/portcullis scripts/run-demo.sh
 
 ## The whole test suite: unit, integration (real binary, real backends on 127.0.0.1), doc tests.
