@@ -20,6 +20,7 @@ mod outcome;
 mod pick;
 pub mod request_id;
 pub mod respond;
+mod spans;
 pub mod trace;
 
 pub use context::{LocalReason, RequestCtx};
@@ -487,7 +488,7 @@ impl ProxyHttp for Proxy {
                 upstream_label.1,
                 backend_label.1,
             );
-            trace::export(otlp, ctx, req, status, names);
+            spans::export(otlp, ctx, req, status, names);
         }
         drop(backend);
     }

@@ -4,13 +4,8 @@
 //! OTLP (`tracing.otlp`). `tracestate` is passed through untouched. The trace id goes into
 //! the access log.
 
-use super::context::RequestCtx;
 use super::request_id::hex_into;
-use crate::balance::now_ns;
-use crate::observe::otlp::{Otlp, RequestSpan};
 use http::HeaderValue;
-use pingora::http::RequestHeader;
-use std::time::{Duration, SystemTime};
 
 /// Header name.
 pub const HEADER: &str = "traceparent";
@@ -103,41 +98,6 @@ impl Trace {
         buf[53..55].copy_from_slice(&self.flags);
         HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
-}
-
-/// Export the span of a finished request when its trace is sampled (`tracing.otlp`).
-/// `names`: route, upstream and backend labels.
-pub(super) fn export(
-    otlp: &Otlp,
-    ctx: &RequestCtx,
-    req: &RequestHeader,
-    status: u16,
-    names: (&str, &str, &str),
-) {
-    if !otlp.sampled(ctx.trace.id()) {
-        return;
-    }
-    let duration = Duration::from_nanos(now_ns().saturating_sub(ctx.started_ns));
-    let acted: Vec<&str> = [ctx.acted_by.as_deref(), ctx.vetoed_by.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let (route, upstream, backend) = names;
-    otlp.record(&RequestSpan {
-        trace_id: ctx.trace.id(),
-        span_id: ctx.trace.span(),
-        parent_id: ctx.trace.parent(),
-        start: SystemTime::now() - duration,
-        duration,
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        status,
-        route,
-        upstream,
-        backend,
-        retries: ctx.retries,
-        filters: &acted,
-    });
 }
 
 #[cfg(test)]
