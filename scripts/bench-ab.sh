@@ -7,7 +7,8 @@
 # (@BINARY: run that portcullis binary for this variant, e.g. a build of an older commit, to
 # compare two versions in one run.)
 # Each variant runs scripts/bench-target.sh with BENCH_ROUTE_YAML (route filters) and
-# BENCH_EXTRA_YAML (extra upstreams) from the files <file> and <file>.extra (if present).
+# BENCH_EXTRA_YAML (extra upstreams) from the files <file> and <file>.extra (if present), and
+# BENCH_LISTENER_YAML (listener keys) from <file>.listener.
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,11 +42,12 @@ for r in $(seq "$rounds"); do
     name=${v%%=*}; file=${v#*=}; bin=""
     if [[ $file == *@* ]]; then bin=${file#*@}; file=${file%%@*}; fi
     d=$W/$name-$r; mkdir -p "$d"
-    route=""; extra=""
+    route=""; extra=""; listener=""
     [[ -s $file ]] && route=$(cat "$file")
     [[ -s $file.extra ]] && extra=$file.extra
+    [[ -s $file.listener ]] && listener=$(cat "$file.listener")
     PEERBENCH_LISTEN=127.0.0.1:18080 PEERBENCH_UPSTREAMS="127.0.0.1:19001 127.0.0.1:19002 127.0.0.1:19003" \
-      PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra PORTCULLIS_BIN=${bin:-$here/target/release/portcullis} \
+      PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra BENCH_LISTENER_YAML=$listener PORTCULLIS_BIN=${bin:-$here/target/release/portcullis} \
       taskset -c 1 "$here/scripts/bench-target.sh" >"$d/out.log" 2>&1 & gw=$!; pids+=($gw)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
     [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/) == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }

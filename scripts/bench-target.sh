@@ -5,6 +5,8 @@
 #   env: PEERBENCH_LISTEN, PEERBENCH_UPSTREAMS, PEERBENCH_DIR (set by peers.sh)
 #        PORTCULLIS_BIN     binary (default: target/release/portcullis of this checkout)
 #        BENCH_ROUTE_YAML   extra YAML appended to the route (e.g. its filters), optional
+#        BENCH_LISTENER_YAML extra keys inside the listener's flow map, e.g.
+#                           ', buffers: { read: 4096 }', optional
 #        BENCH_EXTRA_YAML   a file of extra top-level YAML, optional
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +22,7 @@ server:
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
 listeners:
-  - { name: bench, address: "$PEERBENCH_LISTEN" }
+  - { name: bench, address: "$PEERBENCH_LISTEN"${BENCH_LISTENER_YAML:-} }
 metrics: { address: "127.0.0.1:19100" }
 access_log: { file: "$dir/access.log" }
 routes:

@@ -16,6 +16,7 @@ use crate::tls::{CertSource, SniCertificates};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -100,7 +101,7 @@ pub fn build_server(
                 if l.http2 {
                     tls.enable_h2();
                 }
-                svc.add_tls_with_settings(&l.addr.to_string(), None, tls);
+                svc.add_listener(endpoint(l).tls(tls));
                 if let Some(p) = &l.proxy {
                     // The header comes before the TLS handshake. The set of trusted peers is
                     // the one at start (changing it for HTTPS needs a graceful upgrade).
@@ -110,7 +111,7 @@ pub fn build_server(
                         ))));
                 }
             }
-            _ => svc.add_tcp(&l.addr.to_string()),
+            _ => svc.add_listener(endpoint(l)),
         }
         svc.set_connection_filter(Arc::new(ConnectionCounter(
             gateway.metrics().downstream_connections(&l.name),
@@ -193,6 +194,12 @@ pub fn build_server(
     server
 }
 
+/// The socket of a client listener, with its connections' buffer sizes.
+fn endpoint(l: &crate::runtime::ListenerSpec) -> ListenerConfig {
+    let (read, write) = l.buffers;
+    ListenerConfig::tcp(l.addr.to_string()).l4_buffer(L4BufferSettings::new(read, write))
+}
+
 /// A `protocol: tcp` listener: the L4 proxy app on a plain socket.
 fn add_tcp_listener(
     server: &mut Server,
@@ -204,7 +211,7 @@ fn add_tcp_listener(
         format!("tcp listener {}", l.name),
         crate::l4::TcpProxy::new(Arc::clone(gateway), index),
     );
-    svc.add_tcp(&l.addr.to_string());
+    svc.add_listener(endpoint(l));
     svc.set_connection_filter(Arc::new(ConnectionCounter(
         gateway.metrics().downstream_connections(&l.name),
     )));

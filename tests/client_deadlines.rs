@@ -93,6 +93,31 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
     feeder.join().unwrap();
 }
 
+/// One whole response (header and `Content-Length` body), however the bytes are segmented.
+fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("read the response");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_raw(&out);
+            let len: usize = r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return out;
+            }
+        }
+    }
+}
+
 #[test]
 fn idle_keepalive_connections_are_closed_and_busy_ones_are_not() {
     let b = Backends::start(&["a"]);
@@ -102,10 +127,13 @@ fn idle_keepalive_connections_are_closed_and_busy_ones_are_not() {
     // Requests 1 s apart keep the connection for longer than one idle timeout (3 s).
     for i in 0..5 {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut buf = [0u8; 4096];
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let n = s.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "request {i}");
+        let answer = read_response(&mut s);
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "request {i}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
         std::thread::sleep(Duration::from_secs(1));
     }
     // Then silence: closed after the idle timeout.

@@ -63,6 +63,15 @@ upstreams:
     )
 }
 
+/// `POST /reload` on the admin API; its status.
+fn reload(gw: &Gateway) -> u16 {
+    let r = client()
+        .post(gw.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send();
+    r.expect("reload").status().as_u16()
+}
+
 /// Requests on every route from one thread until `stop` (at most 3 minutes, about 100/s).
 fn load(url: String, stop: &AtomicBool) {
     let c = client();
@@ -106,13 +115,7 @@ fn every_dashboard_query_returns_data() {
     b.state(2).set_status(500);
     let dead = DeadPort::new();
     let gw = Gateway::start(&config(&b, dead.port));
-    let c = client();
-    let r = c
-        .post(gw.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .expect("reload");
-    assert_eq!(r.status(), 200);
+    assert_eq!(reload(&gw), 200);
     let prom = Prometheus::start(&format!("127.0.0.1:{}", gw.metrics_port), &[]);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -204,13 +207,7 @@ fn alert_rules_pass_promtool_and_fire() {
 
     // A refused reload fires ReloadFailed.
     gw.write_config("listeners: [ this is not a config");
-    let c = client();
-    let r = c
-        .post(gw.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .expect("reload");
-    assert_eq!(r.status(), 422);
+    assert_eq!(reload(&gw), 422);
     let fired = poll_until(Duration::from_secs(20), || {
         prom.alerts()
             .iter()

@@ -332,6 +332,7 @@ fn compile_listeners(
                     policy: Arc::new(policy),
                     tcp: None,
                     proxy,
+                    buffers: (l.buffers.read_for(l.protocol), l.buffers.write),
                 });
             }
             Err(e) => errors.push(PathError::at(format!("{path}.address"), e)),

@@ -116,6 +116,9 @@ fn check_range(errors: &mut Vec<PathError>, key: &str, v: usize, lo: usize, hi: 
     }
 }
 
+/// Largest L4 buffer of a client connection (each open connection holds one of each).
+const MAX_BUFFER: usize = 1 << 20;
+
 /// Compile the client settings of `l` (errors relative to the listener).
 pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>> {
     let mut errors = Vec::new();
@@ -144,6 +147,9 @@ pub fn compile_policy(l: &ListenerConfig) -> Result<ClientPolicy, Vec<PathError>
         16,
         PINGORA_MAX_HEADER_BYTES,
     );
+    let read = l.buffers.read.unwrap_or(0);
+    check_range(&mut errors, "buffers.read", read, 0, MAX_BUFFER);
+    check_range(&mut errors, "buffers.write", l.buffers.write, 0, MAX_BUFFER);
     let trusted = TrustedProxies::parse(&l.forwarded.trusted_proxies).unwrap_or_else(|(i, e)| {
         errors.push(PathError::at(format!("forwarded.trusted_proxies[{i}]"), e));
         TrustedProxies::default()

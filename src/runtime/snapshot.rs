@@ -30,6 +30,8 @@ pub struct ListenerSpec {
     pub tcp: Option<Arc<super::tcp::TcpSpec>>,
     /// Who may send a PROXY protocol header (`None`: nobody, none is read).
     pub proxy: Option<Arc<super::tcp::ProxyAccept>>,
+    /// Each client connection's L4 read and write buffer sizes.
+    pub buffers: (usize, usize),
 }
 
 impl PartialEq for ListenerSpec {
@@ -38,6 +40,7 @@ impl PartialEq for ListenerSpec {
             && self.addr == o.addr
             && self.protocol == o.protocol
             && self.http2 == o.http2
+            && self.buffers == o.buffers
     }
 }
 
