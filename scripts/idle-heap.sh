@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Where the memory of idle keep-alive client connections goes, by allocation site.
+# Builds portcullis with the system allocator (cargo profile `heap`, feature
+# `system-allocator`) and runs it twice under valgrind's dhat with one demo backend: once
+# with N and once with 2N keep-alive client connections held idle (one request each). The
+# difference of the heap at its peak between the two runs, per allocation site, divided by
+# N, is what one more idle connection costs; start-up allocations cancel out.
+# Only 127.0.0.1 is used; every process is stopped by its PID, every wait has a deadline.
+#   scripts/idle-heap.sh [N] [LISTENER_KEYS]     e.g. scripts/idle-heap.sh 200 'buffers: {read: 65536}'
+# BIN=path skips the build (it must use the system allocator and carry line tables).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+n=${1:-200}
+keys=${2:-}
+command -v valgrind >/dev/null || { echo "missing valgrind (apt-get install valgrind)" >&2; exit 1; }
+if [[ -z ${BIN:-} ]]; then
+  (cd "$here" && cargo build --quiet --locked --profile heap --features system-allocator --bin portcullis)
+  BIN=$here/target/heap/portcullis
+fi
+W=$(mktemp -d /tmp/idle-heap.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bport=$(free_port)
+"$BIN" demo-backend --name b --listen "127.0.0.1:$bport" 2>"$W/backend.log" &
+pids+=($!)
+ulimit -n $((n * 4 + 1024))
+
+run() {  # run CONNECTIONS OUT.json
+  local gport gw
+  gport=$(free_port)
+  cat >"$W/c.yaml" <<YAML
+server: { threads: 1, pid_file: $W/p.pid, upgrade_sock: $W/u.sock }
+listeners: [{ name: web, address: "127.0.0.1:$gport"${keys:+, $keys} }]
+access_log: off
+routes: [{ name: all, upstream: pool }]
+upstreams: [{ name: pool, backends: [{ address: "127.0.0.1:$bport" }] }]
+YAML
+  valgrind --tool=dhat --dhat-out-file="$2" "$BIN" --no-watch -c "$W/c.yaml" 2>"$W/gateway.log" &
+  gw=$!
+  pids+=("$gw")
+  python3 - "$gport" "$1" <<'PY'
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.time() + 120
+while True:  # the gateway under valgrind starts slowly
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the gateway did not listen within 120 s")
+        time.sleep(0.2)
+req = b"GET / HTTP/1.1\r\nHost: heap\r\n\r\n"
+socks, ok = [], 0
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(req)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+    ok += head.startswith(b"HTTP/1.1 200")
+    socks.append(s)
+print(f"{ok} of {n} connections answered 200 and are held idle")
+if ok != n:
+    sys.exit(1)
+time.sleep(3)
+PY
+  kill -INT "$gw"
+  for _ in $(seq 600); do kill -0 "$gw" 2>/dev/null || break; sleep 0.1; done
+  wait "$gw" 2>/dev/null || true
+  [[ -s $2 ]] || { echo "dhat wrote nothing; gateway log:" >&2; tail -20 "$W/gateway.log" >&2; exit 1; }
+}
+run "$n" "$W/a.json"
+run $((2 * n)) "$W/b.json"
+python3 - "$W/a.json" "$W/b.json" "$n" <<'PY'
+import json, re, sys
+from collections import defaultdict
+n = int(sys.argv[3])
+skip = re.compile(r"\((library/|/rustc/|in /usr/libexec/valgrind)|^\[root\]|__rust|^UnknownInlinedFun \(library")
+def sites(path):
+    d = json.load(open(path)); ftbl = d["ftbl"]
+    def where(fs):
+        names = []
+        for i in fs:
+            f = re.sub(r"^0x[0-9A-Fa-f]+: ", "", ftbl[i])
+            if not skip.search(f):
+                f = re.sub(r"::h[0-9a-f]{16}", "", f)
+                f = re.sub(r"\(/[^()]*/(\.cargo/registry/src/[^/]+/|work/main/)", "(", f)
+                names.append(f)
+            if len(names) == 3:
+                break
+        return " <- ".join(names) or "?"
+    out = defaultdict(lambda: [0, 0])
+    for p in d["pps"]:
+        s = out[where(p["fs"])]
+        s[0] += p["gb"]; s[1] += p["gbk"]
+    return out, sum(p["gb"] for p in d["pps"])
+a, ta = sites(sys.argv[1]); b, tb = sites(sys.argv[2])
+rows = sorted(((b[k][0] - a.get(k, [0, 0])[0], b[k][1] - a.get(k, [0, 0])[1], k) for k in b), reverse=True)
+print(f"heap at its peak: {ta / 1024:.0f} KiB with {n} idle connections, {tb / 1024:.0f} KiB with {2 * n}: "
+      f"{(tb - ta) / n / 1024:.2f} KiB per idle connection")
+print(f"{'bytes/conn':>10} {'blocks/conn':>11}  site (sites of >= 0.25 blocks per connection)")
+for db, dk, k in rows:
+    if dk / n >= 0.25:
+        print(f"{db / n:10.0f} {dk / n:11.2f}  {k[:260]}")
+PY
