@@ -1,5 +1,6 @@
 //! Slow and idle clients against the real gateway: the header deadline (slowloris) and the
-//! keep-alive idle timeout, while normal requests keep being served.
+//! keep-alive idle timeout, while normal requests keep being served, and idle connections at
+//! shutdown.
 
 mod support;
 use std::io::{Read, Write};
@@ -156,4 +157,49 @@ fn a_stalled_request_body_gets_408_after_the_body_timeout() {
     let r = parse_raw(&bytes);
     assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&bytes));
     assert_eq!(get(&client(), &gw.url("/")).0, 200, "still serving");
+}
+
+/// At SIGTERM, connections idle between requests (and one that connected and sent nothing)
+/// are closed at once, not held for the grace period: they wait for their next request
+/// outside any HTTP session (vendor/README.md, fourth patch), and that wait ends at shutdown.
+#[test]
+fn idle_connections_close_at_sigterm_before_the_grace_period_ends() {
+    let b = Backends::start(&["a"]);
+    let yaml = one_route(
+        &b,
+        ", client: { idle_timeout: 60s }",
+        "",
+        "server: { threads: 2, grace_period_seconds: 6, graceful_shutdown_timeout_seconds: 1 }\n",
+    );
+    let mut gw = Gateway::start(&yaml);
+    let addr: SocketAddr = format!("127.0.0.1:{}", gw.port).parse().unwrap();
+    let mut idle: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert!(read_response(&mut s).starts_with(b"HTTP/1.1 200"));
+            s
+        })
+        .collect();
+    idle.push(TcpStream::connect(addr).unwrap());
+    // Idle for longer than a request takes, so that every connection is waiting.
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    for (i, s) in idle.iter_mut().enumerate() {
+        let (bytes, closed) = read_until_closed(s, Duration::from_secs(3));
+        assert!(closed, "idle connection {i} still open 3 s after SIGTERM");
+        assert!(
+            bytes.is_empty(),
+            "connection {i}: nothing is sent, got {bytes:?}"
+        );
+    }
+    let took = signalled.elapsed();
+    eprintln!("9 idle connections closed {took:?} after SIGTERM (grace period 6 s)");
+    assert!(
+        took < Duration::from_secs(4),
+        "closed at shutdown, not at exit"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(15)).is_some(), "exits");
 }

@@ -294,6 +294,19 @@ impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         self.inner.try_peek(buf).await
     }
+
+    /// Ready when the connection has bytes, or when its deadline passed: the read that
+    /// follows then ends it (see [`GuardedStream::expire`]).
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.poll_readable(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline.load(Relaxed);
+        if deadline != 0 && self.timer_fired(deadline, cx) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 /// The guard of the connection serving `session`, if it has one (HTTP/1 only).

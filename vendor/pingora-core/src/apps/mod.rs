@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use log::{debug, error};
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,6 +258,50 @@ pub trait HttpServerApp {
     }
 }
 
+/// portcullis patch (vendor/README.md): wait until `stream` has bytes of a next request, so
+/// that an idle keep-alive connection holds no session, header buffer or request future (as
+/// nginx frees its buffers between requests). `false`: close the connection instead, because
+/// the service is shutting down (what Pingora's proxy does to connections idle in
+/// `read_request`) or `keepalive` seconds passed. Streams that cannot tell (TLS) are ready at
+/// once, as before.
+async fn wait_for_request(
+    stream: &mut Stream,
+    keepalive: Option<u64>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    use std::task::Poll;
+    if std::future::poll_fn(|cx| Poll::Ready(stream.poll_readable(cx).is_ready())).await
+        || *shutdown.borrow()
+    {
+        return true;
+    }
+    let mut watch = shutdown.clone();
+    let changed = watch.changed();
+    tokio::pin!(changed);
+    let mut watching = true;
+    let wait = std::future::poll_fn(|cx| {
+        if stream.poll_readable(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        if watching {
+            if let Poll::Ready(r) = changed.as_mut().poll(cx) {
+                if r.is_ok() {
+                    return Poll::Ready(false);
+                }
+                // The sender is gone: only the stream (or the timeout) ends the wait.
+                watching = false;
+            }
+        }
+        Poll::Pending
+    });
+    match keepalive {
+        Some(secs) if secs > 0 => pingora_timeout::timeout(Duration::from_secs(secs), wait)
+            .await
+            .unwrap_or(false),
+        _ => wait.await,
+    }
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -307,7 +352,9 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            // portcullis patch: the h2 futures are boxed, so that they do not size the
+            // future of every HTTP/1 connection, which this one is part of.
+            let h2_conn = match Box::pin(server::handshake(stream, h2_options)).await {
                 Err(e) => {
                     error!("H2 handshake error {e}");
                     return None;
@@ -321,7 +368,7 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            Box::pin(server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
@@ -338,12 +385,16 @@ where
                             .await;
                     });
                 },
-            )
+            ))
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            // portcullis patch: the first request is awaited like the next ones (below).
+            if !wait_for_request(&mut stream, Some(60), shutdown).await {
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
@@ -358,7 +409,22 @@ where
             );
 
             let mut result = self.process_new_http(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+            while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // portcullis patch: an idle keep-alive connection waits here, before it has
+                // a session, a header buffer or a request future (vendor/README.md).
+                let pipelined = persistent_settings
+                    .as_ref()
+                    .is_some_and(|s| s.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty()));
+                if !pipelined {
+                    // Without a keep-alive timeout, the session's 60 s read timeout.
+                    let keepalive = persistent_settings
+                        .as_ref()
+                        .and_then(|s| s.keepalive_timeout)
+                        .or(Some(60));
+                    if !wait_for_request(&mut stream, keepalive, shutdown).await {
+                        return None;
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);

@@ -79,6 +79,14 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// portcullis patch (vendor/README.md): ready when a read would find bytes (or an error,
+    /// or the end of the stream) without waiting. The default is always ready: a stream that
+    /// cannot tell is read at once, as before. Lets an idle keep-alive connection wait for
+    /// its next request without holding an HTTP session or a buffer.
+    fn poll_readable(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::Poll::Ready(())
+    }
 }
 
 use std::any::Any;

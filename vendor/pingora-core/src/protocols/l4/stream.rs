@@ -750,6 +750,25 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    // portcullis patch: see `Peek::poll_readable`.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(());
+        }
+        let stream = self.stream();
+        if let BufferedStream::BufferedRead(reader) = stream {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(());
+            }
+        }
+        match &stream.get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx).map(|_| ()),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx).map(|_| ()),
+            RawStream::Virtual(_) => Poll::Ready(()),
+        }
+    }
 }
 
 #[async_trait]
