@@ -18,11 +18,12 @@ access_log: off
 routes: [{ name: all, upstream: pool }]
 upstreams: [{ name: pool, backends: [{ address: "127.0.0.1:9" }] }]
 YAML
+kb() { awk -v k="$1:" '$1 == k {print $2}' "$2"; }
 for r in $(seq "$rounds"); do
   "$bin" --no-watch -c "$W/c.yaml" >/dev/null 2>&1 &
   p=$!
   sleep 2
-  kb() { awk -v k="$1:" '$1 == k {print $2}' "$2"; }
+  kill -0 "$p" 2>/dev/null || { echo "$bin exited (ports 18281/18282 busy?)" >&2; exit 1; }
   echo "$(basename "$bin") round $r: VmRSS $(kb VmRSS /proc/$p/status) kB, RssAnon $(kb RssAnon /proc/$p/status) kB, AnonHugePages $(kb AnonHugePages /proc/$p/smaps_rollup) kB"
   kill -INT "$p"; wait "$p" 2>/dev/null || true
 done

@@ -40,6 +40,13 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, bool) {
     (out, false)
 }
 
+/// `s` is closed by the gateway within `limit`, and nothing was sent on it.
+fn assert_closed_without_a_byte(s: &mut TcpStream, limit: Duration, what: &str) {
+    let (bytes, closed) = read_until_closed(s, limit);
+    assert!(closed, "{what} stayed open for {limit:?}");
+    assert!(bytes.is_empty(), "{what}: nothing is sent, got {bytes:?}");
+}
+
 #[test]
 fn slowloris_connections_are_closed_after_the_header_timeout() {
     let b = Backends::start(&["a"]);
@@ -79,12 +86,7 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
         assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&bytes));
     }
     for s in silent.iter_mut() {
-        let (bytes, closed) = read_until_closed(s, Duration::from_secs(8));
-        assert!(closed, "a silent connection stayed open for 8 s");
-        assert!(
-            bytes.is_empty(),
-            "nothing is sent to a client that sent nothing"
-        );
+        assert_closed_without_a_byte(s, Duration::from_secs(8), "a silent connection");
     }
     let took = started.elapsed();
     eprintln!("20 slow connections closed after {took:?} (header timeout 2 s)");
@@ -188,12 +190,8 @@ fn idle_connections_close_at_sigterm_before_the_grace_period_ends() {
     let signalled = Instant::now();
     gw.signal("TERM");
     for (i, s) in idle.iter_mut().enumerate() {
-        let (bytes, closed) = read_until_closed(s, Duration::from_secs(3));
-        assert!(closed, "idle connection {i} still open 3 s after SIGTERM");
-        assert!(
-            bytes.is_empty(),
-            "connection {i}: nothing is sent, got {bytes:?}"
-        );
+        let what = format!("idle connection {i} after SIGTERM");
+        assert_closed_without_a_byte(s, Duration::from_secs(3), &what);
     }
     let took = signalled.elapsed();
     eprintln!("9 idle connections closed {took:?} after SIGTERM (grace period 6 s)");

@@ -258,12 +258,17 @@ pub trait HttpServerApp {
     }
 }
 
+/// portcullis patch: how long a connection waits for a request when its session would have
+/// no keep-alive timeout: the 60 s `read_timeout` a new HTTP/1 `HttpSession` starts with.
+const IDLE_WAIT_SECS: u64 = 60;
+
 /// portcullis patch (vendor/README.md): wait until `stream` has bytes of a next request, so
 /// that an idle keep-alive connection holds no session, header buffer or request future (as
 /// nginx frees its buffers between requests). `false`: close the connection instead, because
-/// the service is shutting down (what Pingora's proxy does to connections idle in
-/// `read_request`) or `keepalive` seconds passed. Streams that cannot tell (TLS) are ready at
-/// once, as before.
+/// the service began shutting down during the wait (what Pingora's proxy does to connections
+/// idle in `read_request`) or `keepalive` seconds passed. A connection that arrives here while
+/// the service is already shutting down goes on to its session, as before: Pingora reads its
+/// request and serves it without keep-alive. Streams that cannot tell (TLS) are ready at once.
 async fn wait_for_request(
     stream: &mut Stream,
     keepalive: Option<u64>,
@@ -392,7 +397,7 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             // portcullis patch: the first request is awaited like the next ones (below).
-            if !wait_for_request(&mut stream, Some(60), shutdown).await {
+            if !wait_for_request(&mut stream, Some(IDLE_WAIT_SECS), shutdown).await {
                 return None;
             }
             let mut session = ServerSession::new_http1(stream);
@@ -416,11 +421,10 @@ where
                     .as_ref()
                     .is_some_and(|s| s.pipelined_prefix.as_ref().is_some_and(|p| !p.is_empty()));
                 if !pipelined {
-                    // Without a keep-alive timeout, the session's 60 s read timeout.
                     let keepalive = persistent_settings
                         .as_ref()
                         .and_then(|s| s.keepalive_timeout)
-                        .or(Some(60));
+                        .or(Some(IDLE_WAIT_SECS));
                     if !wait_for_request(&mut stream, keepalive, shutdown).await {
                         return None;
                     }
