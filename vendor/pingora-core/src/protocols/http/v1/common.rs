@@ -31,6 +31,11 @@ pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;
 
+/// portcullis patch (vendor/README.md): room for the headers a proxy adds to a parsed head
+/// (forwarding, request id, trace context, `Date`, `Connection`) without growing its two
+/// header maps, each of which rehashes on every doubling.
+pub(super) const ADDED_HEADERS_HEADROOM: usize = 8;
+
 pub const CRLF: &[u8; 2] = b"\r\n";
 /// The empty line that terminates a message's header section.
 pub(super) const HEADER_SECTION_END: &[u8; 4] = b"\r\n\r\n";

@@ -353,7 +353,8 @@ impl HttpSession {
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
-                            Some(req.headers.len()),
+                            // portcullis patch: headroom, see ADDED_HEADERS_HEADROOM.
+                            Some(req.headers.len() + ADDED_HEADERS_HEADROOM),
                         )?);
 
                         request_header.set_version(match req.version {
