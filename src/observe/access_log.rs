@@ -5,6 +5,7 @@
 //! out every 100 ms, so the request path makes no syscall. Only if lines pile up past 8 MiB
 //! (the disk cannot keep up) does a request write them itself, which bounds memory.
 
+use crate::request::forwarded::write_ip;
 use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -303,15 +304,9 @@ fn write_millis(out: &mut Vec<u8>, us: u64) {
 fn write_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            let mut n = itoa::Buffer::new();
-            for (i, octet) in v4.ip().octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(n.format(*octet).as_bytes());
-            }
+            write_ip(out, std::net::IpAddr::V4(*v4.ip()));
             out.push(b':');
-            out.extend_from_slice(n.format(v4.port()).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
         }
         SocketAddr::V6(_) => {
             let _ = write!(out, "{addr}");

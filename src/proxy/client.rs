@@ -19,11 +19,18 @@ pub enum Refusal {
     Redirect(Vec<u8>),
 }
 
+// Each name twice: a `&'static str` to insert (Pingora keeps a static name's bytes for the
+// wire as they are, but copies a non-standard `HeaderName` into a new buffer on every insert)
+// and a `HeaderName` to look up (no parsing).
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+const XFH: &str = "x-forwarded-host";
+const FWD: &str = "forwarded";
 /// The `X-Forwarded-For` header name.
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(XFF);
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(XFP);
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static(XFH);
+static FORWARDED: HeaderName = HeaderName::from_static(FWD);
 
 /// Check the limits of `policy` on the header as received.
 pub fn check_limits(req: &RequestHeader, policy: &ClientPolicy) -> Result<(), Refusal> {
@@ -132,14 +139,14 @@ pub fn forward_headers(
                 .map(|v| v.as_bytes()),
         );
         let v = append_xff(xff.as_deref(), peer);
-        up.insert_header(X_FORWARDED_FOR.clone(), header_value(v)?)?;
+        up.insert_header(XFF, header_value(v)?)?;
     }
     if policy.x_forwarded_proto && !(trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
-        up.insert_header(X_FORWARDED_PROTO.clone(), policy.scheme)?;
+        up.insert_header(XFP, policy.scheme)?;
     }
     if !(trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
         match (&host, policy.x_forwarded_host) {
-            (Some(h), true) => up.insert_header(X_FORWARDED_HOST.clone(), h.clone())?,
+            (Some(h), true) => up.insert_header(XFH, h.clone())?,
             _ => {
                 // Never pass on an untrusted client's own claim.
                 if up.headers.contains_key(&X_FORWARDED_HOST) {
@@ -156,7 +163,7 @@ pub fn forward_headers(
         };
         let host = host.as_ref().and_then(|h| h.to_str().ok());
         let v = append_forwarded(existing.as_deref(), peer, policy.scheme, host);
-        up.insert_header(FORWARDED.clone(), header_value(v)?)?;
+        up.insert_header(FWD, header_value(v)?)?;
     }
     Ok(())
 }
