@@ -6,6 +6,8 @@
 #   scripts/instructions-per-request.sh [BINARY...]   (default: target/release/portcullis)
 # A binary named minimal-pingora (../shared/bench/minimal-pingora, the framework's floor) is
 # run as `minimal-pingora LISTEN UPSTREAM`; any other as portcullis with a JSON access log.
+# KEEP=DIR keeps each binary's N2 profile as DIR/NAME.callgrind, for
+# `callgrind_annotate --tree=caller` (who calls a costly function).
 # Needs valgrind, nginx, python3. Only 127.0.0.1 is used; every run is bounded.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,4 +89,5 @@ for bin in "$@"; do
   a=$(ir "$bin" "$N1"); b=$(ir "$bin" "$N2")
   echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per request"
   top
+  [[ -z ${KEEP:-} ]] || { mkdir -p "$KEEP"; cp "$W/cg.$N2" "$KEEP/$(basename "$bin").callgrind"; }
 done
