@@ -29,7 +29,10 @@ async fn a_parsed_request_takes_added_headers_without_growing() {
     s.read_request().await.unwrap().expect("a request");
     let req = s.req_header_mut();
     let before = req.headers.capacity();
-    assert!(before >= 3 + ADDED, "room for {before} headers, want 3 + {ADDED}");
+    assert!(
+        before >= 3 + ADDED,
+        "room for {before} headers, want 3 + {ADDED}"
+    );
     for name in ["x-forwarded-for", "x-forwarded-proto", "x-request-id"] {
         req.insert_header(name, "v").unwrap();
     }

@@ -117,6 +117,9 @@ fn reconcile(host: &Arc<dyn HealthHost>, running: &mut HashMap<SocketAddr, Runni
 }
 
 async fn probe_loop(host: Arc<dyn HealthHost>, t: HealthTarget) {
+    if t.spec.http.is_some() {
+        probe::prepare_connector().await;
+    }
     let probe = probe::probe_for(&t.spec);
     let mut probe_addr = t.addr;
     if let Some(port) = t.spec.port {

@@ -4,6 +4,7 @@
 
 use super::spec::{HealthSpec, HttpProbeSpec};
 use async_trait::async_trait;
+use once_cell::sync::Lazy;
 use pingora::connectors::http::Connector as HttpConnector;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, TcpHealthCheck};
@@ -13,6 +14,18 @@ use pingora::{Error, ErrorType, Result};
 
 /// Limit on how much body an HTTP probe reads while looking for `body_contains`.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// The one connector every HTTP probe uses. Building a connector loads the system CA bundle
+/// (about 1.8 MB resident); one per probed backend cost that much per backend. TLS settings
+/// are per peer (`UpstreamTls::apply`), so sharing it changes nothing else.
+static CONNECTOR: Lazy<HttpConnector> = Lazy::new(|| HttpConnector::new(None));
+
+/// Build the probes' connector off the async workers (it reads files); a no-op once built.
+pub async fn prepare_connector() {
+    if Lazy::get(&CONNECTOR).is_none() {
+        let _ = tokio::task::spawn_blocking(|| Lazy::force(&CONNECTOR)).await;
+    }
+}
 
 /// The probe for a spec.
 pub fn probe_for(spec: &HealthSpec) -> Box<dyn HealthCheck + Send + Sync> {
@@ -32,7 +45,7 @@ pub fn probe_for(spec: &HealthSpec) -> Box<dyn HealthCheck + Send + Sync> {
                 spec.healthy_threshold as usize,
                 spec.unhealthy_threshold as usize,
             ),
-            connector: HttpConnector::new(None),
+            connector: &CONNECTOR,
         }),
     }
 }
@@ -43,7 +56,7 @@ pub struct HttpProbe {
     tls: Option<crate::tls::UpstreamTls>,
     timeout: std::time::Duration,
     thresholds: (usize, usize),
-    connector: HttpConnector,
+    connector: &'static HttpConnector,
 }
 
 fn fail(why: String) -> Result<()> {
