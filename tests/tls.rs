@@ -2,40 +2,11 @@
 //! with gRPC-style trailers. Certificates are generated when the tests run.
 
 mod support;
-use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, TcpStream};
+use support::tls::{make_cert, tls_backend, TestCert};
 use support::*;
-
-struct TestCert {
-    cert: PathBuf,
-    key: PathBuf,
-    pem: String,
-}
-
-/// A self-signed certificate for `name` (its own subject, so trust stores tell them apart).
-fn make_cert(dir: &Path, name: &str) -> TestCert {
-    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let key_pair = rcgen::KeyPair::generate().unwrap();
-    let c = params.self_signed(&key_pair).unwrap();
-    let (cert, key) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert, c.pem()).unwrap();
-    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
-    TestCert {
-        cert,
-        key,
-        pem: c.pem(),
-    }
-}
 
 /// The protocol the server picks when a client offers h2 and http/1.1.
 fn negotiated_alpn(addr: SocketAddr, sni: &str) -> Option<Vec<u8>> {
@@ -136,54 +107,6 @@ upstreams: [{{ name: pool, backends: [{{ address: "{}" }}] }}]
         assert_eq!(r.version(), reqwest::Version::HTTP_2, "{host}");
         assert_eq!(r.headers()["x-backend"], "app");
     }
-}
-
-/// A blocking HTTPS/1.1 backend answering `secure\n` with the given certificate.
-fn tls_backend(cert: &TestCert) -> SocketAddr {
-    let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-    acc.set_certificate(&X509::from_pem(&std::fs::read(&cert.cert).unwrap()).unwrap())
-        .unwrap();
-    acc.set_private_key(&PKey::private_key_from_pem(&std::fs::read(&cert.key).unwrap()).unwrap())
-        .unwrap();
-    let acceptor = std::sync::Arc::new(acc.build());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let acceptor = acceptor.clone();
-            std::thread::spawn(move || {
-                let Ok(tls) = acceptor.accept(stream) else {
-                    return;
-                };
-                let mut reader = BufReader::new(tls);
-                loop {
-                    let mut line = String::new();
-                    let mut length = 0usize;
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let resp = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nx-backend: secure\r\n\r\nsecure\n";
-                    if reader.get_mut().write_all(resp).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 fn upstream_tls_config(backend: SocketAddr, tls: &str) -> String {

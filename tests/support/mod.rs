@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod redis;
 pub mod tcp;
+pub mod tls;
 pub mod ws;
 
 use portcullis::devserver::{DevServer, DevState};
@@ -212,9 +213,14 @@ impl Gateway {
 
     /// Like [`Gateway::start`] with another binary (e.g. a custom build from `examples/`).
     pub fn start_binary(bin: &std::path::Path, yaml: &str) -> Self {
+        Self::start_with_env(bin, yaml, &[])
+    }
+
+    /// Like [`Gateway::start_binary`], with these variables added to the gateway's environment.
+    pub fn start_with_env(bin: &std::path::Path, yaml: &str, env: &[(&str, &str)]) -> Self {
         let mut last_err = String::new();
         for _ in 0..3 {
-            match Self::try_start(bin, yaml) {
+            match Self::try_start(bin, yaml, env) {
                 Ok(gw) => return gw,
                 Err(e) => last_err = e,
             }
@@ -222,7 +228,7 @@ impl Gateway {
         panic!("gateway did not start: {last_err}");
     }
 
-    fn try_start(bin: &std::path::Path, yaml: &str) -> Result<Self, String> {
+    fn try_start(bin: &std::path::Path, yaml: &str, env: &[(&str, &str)]) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let (port, metrics_port, admin_port) = (free_port(), free_port(), free_port());
         let conf = dir.path().join("portcullis.yaml");
@@ -239,6 +245,7 @@ impl Gateway {
             .arg("-c")
             .arg(&conf)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -90,8 +90,42 @@ pub struct Connector {
     pub(crate) ctx: Arc<SslConnector>, // Arc to support clone
 }
 
+/// The settings that [Connector::new] builds from; `None` options mean all defaults.
+type SharedKey = (Option<String>, Option<(String, String)>, bool);
+
+/// Built TLS contexts, one per distinct [SharedKey], held weakly (portcullis patch 6).
+///
+/// Every connector used to build its own `SSL_CTX`, and each of those parses the whole CA
+/// bundle into its own certificate store (about 0.9 MB of heap with a system bundle). An HTTP connector
+/// holds two (HTTP/1 and HTTP/2), so a proxy service alone held four copies of the same roots.
+/// A built context is immutable and shared by reference across threads (each connection gets
+/// its own `Ssl` from `configure()`), so connectors with the same settings share one. Only
+/// construction takes this lock, never a connection.
+static SHARED: std::sync::Mutex<Vec<(SharedKey, std::sync::Weak<SslConnector>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn shared_key(options: Option<&ConnectorOptions>) -> SharedKey {
+    options.map_or((None, None, false), |o| {
+        (o.ca_file.clone(), o.cert_key_file.clone(), o.debug_ssl_keylog)
+    })
+}
+
 impl Connector {
+    /// A connector with these options' TLS settings: the one already built with the same
+    /// settings if it is still alive, else a new one.
     pub fn new(options: Option<ConnectorOptions>) -> Self {
+        let key = shared_key(options.as_ref());
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|(_, ctx)| ctx.strong_count() > 0);
+        if let Some(ctx) = shared.iter().find(|(k, _)| *k == key).and_then(|(_, c)| c.upgrade()) {
+            return Connector { ctx };
+        }
+        let built = Self::build(options);
+        shared.push((key, Arc::downgrade(&built.ctx)));
+        built
+    }
+
+    fn build(options: Option<ConnectorOptions>) -> Self {
         let mut builder = SslConnector::builder(SslMethod::tls()).unwrap();
         // TODO: make these conf
         // Set supported ciphers.
