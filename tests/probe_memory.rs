@@ -30,16 +30,6 @@ upstreams:
     ))
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// Every backend of `gw` has been probed: the healthy gauges sum to 0.
 fn wait_all_probed(gw: &Gateway, n: usize) {
     let probed = poll_until(Duration::from_secs(10), || {

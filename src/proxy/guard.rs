@@ -335,13 +335,18 @@ impl<A> ClientGuard<A> {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientGuard<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+/// How a connection goes on after [`ClientGuard::admit`].
+enum Admitted {
+    /// HTTP/2 (by ALPN or prior knowledge): to the app as it is.
+    Direct(Stream),
+    /// HTTP/1: to the app in a [`GuardedStream`] with these deadlines.
+    Guarded(Stream, Deadlines),
+}
+
+impl<A: ServerApp + Send + Sync + 'static> ClientGuard<A> {
+    /// What happens before the app sees the connection: the PROXY header, the h2c preface.
+    /// `None`: the connection ends here.
+    async fn admit(&self, mut stream: Stream) -> Option<Admitted> {
         let limits = self.source.deadlines();
         if stream.get_ssl_digest().is_none() {
             if let Some(p) = self.source.proxy() {
@@ -358,20 +363,36 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientGuard<A> {
             }
         }
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.inner.process_new(stream, shutdown).await;
+            return Some(Admitted::Direct(stream));
         }
         if self.h2c && stream.get_ssl_digest().is_none() {
             let mut buf = [0u8; H2_PREFACE.len()];
             match tokio::time::timeout(limits.header, stream.try_peek(&mut buf)).await {
-                Ok(Ok(true)) if buf == H2_PREFACE => {
-                    return self.inner.process_new(stream, shutdown).await;
-                }
+                Ok(Ok(true)) if buf == H2_PREFACE => return Some(Admitted::Direct(stream)),
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) | Err(_) => return None,
             }
         }
-        let guarded: Stream = Box::new(GuardedStream::new(stream, limits));
-        self.inner.process_new(guarded, shutdown).await
+        Some(Admitted::Guarded(stream, limits))
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientGuard<A> {
+    /// The future of this method lives as long as the connection, and its size is that of
+    /// its largest state; [`ClientGuard::admit`] runs in a box of its own, freed when it ends,
+    /// so that the PROXY parser and the h2c peek's timer are not held by an idle connection.
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let admitted = Box::pin(self.admit(stream)).await?;
+        let stream: Stream = match admitted {
+            Admitted::Direct(stream) => stream,
+            Admitted::Guarded(stream, limits) => Box::new(GuardedStream::new(stream, limits)),
+        };
+        self.inner.process_new(stream, shutdown).await
     }
 
     async fn cleanup(&self) {

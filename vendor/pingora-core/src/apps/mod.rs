@@ -307,6 +307,25 @@ async fn wait_for_request(
     }
 }
 
+/// portcullis patch (vendor/README.md): an HTTP/1 request's future, with its session built
+/// here and set up by `configure`. A future keeps a slot for every local it holds across an
+/// await, even one already moved away, so a session built inside `process_new` kept 680 bytes
+/// of that future (which lives as long as the connection) for the session; built in this
+/// synchronous function, it lives only in the request's own boxed future.
+fn h1_request<'a, T>(
+    app: &'a Arc<T>,
+    stream: Stream,
+    shutdown: &'a ShutdownWatch,
+    configure: impl FnOnce(&mut ServerSession),
+) -> std::pin::Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>>
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    let mut session = ServerSession::new_http1(stream);
+    configure(&mut session);
+    app.process_new_http(session, shutdown)
+}
+
 #[async_trait]
 impl<T> ServerApp for T
 where
@@ -400,20 +419,20 @@ where
             if !wait_for_request(&mut stream, Some(IDLE_WAIT_SECS), shutdown).await {
                 return None;
             }
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
-
-            let mut result = self.process_new_http(session, shutdown).await;
+            let mut result = h1_request(self, stream, shutdown, |session| {
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+            })
+            .await;
             while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
                 // portcullis patch: an idle keep-alive connection waits here, before it has
                 // a session, a header buffer or a request future (vendor/README.md).
@@ -429,12 +448,12 @@ where
                         return None;
                     }
                 }
-                let mut session = ServerSession::new_http1(stream);
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-
-                result = self.process_new_http(session, shutdown).await;
+                result = h1_request(self, stream, shutdown, |session| {
+                    if let Some(persistent_settings) = persistent_settings {
+                        persistent_settings.apply_to_session(session);
+                    }
+                })
+                .await;
             }
         }
         None

@@ -187,6 +187,28 @@ impl<A> Service<A> {
     }
 }
 
+/// portcullis patch: a new connection's handshake, bounded by 60 s; `None` (logged) when it
+/// fails or times out.
+async fn handshake(io: crate::listeners::UninitializedStream) -> Option<Stream> {
+    let peer_addr = io.peer_addr();
+    match timeout(Duration::from_secs(60), io.handshake()).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
+            if let Some(addr) = peer_addr {
+                error!("Downstream handshake error from {}: {e}", addr);
+            } else {
+                error!("Downstream handshake error: {e}");
+            }
+            None
+        }
+        Err(_) => {
+            error!("Downstream handshake timeout");
+            None
+        }
+    }
+}
+
 impl<A: ServerApp + Send + Sync + 'static> Service<A> {
     pub async fn handle_event(event: Stream, app_logic: Arc<A>, shutdown: ShutdownWatch) {
         debug!("new event!");
@@ -229,27 +251,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok(io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    // portcullis patch: the handshake runs in a box of its own, freed when it
+                    // ends. This task lives as long as the connection, and a future keeps room
+                    // for its largest state: with the handshake inline, every connection held
+                    // the 432-byte `UninitializedStream` and the peer address to the end.
+                    let handshake = Box::pin(handshake(io));
                     current_handle().spawn(async move {
-                        let peer_addr = io.peer_addr();
-                        // portcullis patch: the handshake future is boxed, so that it does not
-                        // size this task, which lives as long as the connection.
-                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
-                            Ok(handshake) => {
-                                match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
-                                    Err(e) => {
-                                        // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
-                                        if let Some(addr) = peer_addr {
-                                            error!("Downstream handshake error from {}: {e}", addr);
-                                        } else {
-                                            error!("Downstream handshake error: {e}");
-                                        }
-                                    }
-                                }
-                            }
-                            Err(_) => {
-                                error!("Downstream handshake timeout");
-                            }
+                        if let Some(io) = handshake.await {
+                            Self::handle_event(io, app, shutdown).await
                         }
                     });
                 }
