@@ -27,11 +27,11 @@ use std::os::unix::io::AsRawFd;
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -423,17 +423,138 @@ impl L4BufferSettings {
 ///
 /// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
 /// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`BufWriter`] accepts a zero capacity and writes straight
+/// an empty `BufReader`. [`WriteBuf`] accepts a zero capacity and writes straight
 /// through.
 #[derive(Debug)]
 enum BufferedStream {
-    UnbufferedRead(BufWriter<RawStreamWrapper>),
-    BufferedRead(BufReader<BufWriter<RawStreamWrapper>>),
+    UnbufferedRead(WriteBuf),
+    BufferedRead(BufReader<WriteBuf>),
+}
+
+// portcullis patch: the write buffer holds memory only while it holds bytes.
+/// The write side of a [`BufferedStream`]: tokio's `BufWriter` rule (a write smaller than
+/// the capacity is gathered, a larger one goes straight through after what was gathered),
+/// but the buffer is allocated by the first gathered write and freed by the flush that
+/// empties it. A response's header and body then leave in one segment, and an idle
+/// connection still holds no write buffer.
+#[derive(Debug)]
+struct WriteBuf {
+    inner: RawStreamWrapper,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already written by a flush that has not finished.
+    written: usize,
+    capacity: usize,
+}
+
+impl WriteBuf {
+    fn with_capacity(capacity: usize, inner: RawStreamWrapper) -> Self {
+        WriteBuf {
+            inner,
+            buf: Vec::new(),
+            written: 0,
+            capacity,
+        }
+    }
+
+    fn get_ref(&self) -> &RawStreamWrapper {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut RawStreamWrapper {
+        &mut self.inner
+    }
+
+    /// The raw stream; gathered bytes not yet written are lost.
+    fn into_inner(self) -> RawStreamWrapper {
+        self.inner
+    }
+
+    /// Write out everything gathered (keeping the buffer's memory).
+    fn poll_write_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buf.len() {
+            let rest = &self.buf[self.written..];
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, rest)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write the buffered data",
+                    )))
+                }
+                Ok(n) => self.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.buf.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn gather(&mut self, bufs: &[std::io::IoSlice<'_>]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.capacity);
+        }
+        for b in bufs {
+            self.buf.extend_from_slice(b);
+        }
+    }
+}
+
+impl AsyncRead for WriteBuf {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteBuf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        if this.buf.len() + total > this.capacity {
+            ready!(this.poll_write_buf(cx))?;
+        }
+        if total >= this.capacity {
+            return match bufs {
+                [one] => Pin::new(&mut this.inner).poll_write(cx, one),
+                _ => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            };
+        }
+        this.gather(bufs);
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_buf(cx))?;
+        if self.buf.capacity() != 0 {
+            self.buf = Vec::new();
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_buf(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
-        let writer = BufWriter::with_capacity(write, stream);
+        let writer = WriteBuf::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
@@ -441,14 +562,14 @@ impl BufferedStream {
         }
     }
 
-    fn writer(&self) -> &BufWriter<RawStreamWrapper> {
+    fn writer(&self) -> &WriteBuf {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_ref(),
         }
     }
 
-    fn writer_mut(&mut self) -> &mut BufWriter<RawStreamWrapper> {
+    fn writer_mut(&mut self) -> &mut WriteBuf {
         match self {
             BufferedStream::UnbufferedRead(writer) => writer,
             BufferedStream::BufferedRead(reader) => reader.get_mut(),
@@ -485,7 +606,7 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `BufWriter` under it, so write to the `BufWriter`
+// `BufReader` only forwards writes to the `WriteBuf` under it, so write to the `WriteBuf`
 // directly.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
