@@ -96,31 +96,6 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
     feeder.join().unwrap();
 }
 
-/// One whole response (header and `Content-Length` body), however the bytes are segmented.
-fn read_response(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).expect("read the response");
-        assert!(
-            n > 0,
-            "closed mid-response: {:?}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let r = parse_raw(&out);
-            let len: usize = r
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if out.len() >= end + 4 + len {
-                return out;
-            }
-        }
-    }
-}
-
 #[test]
 fn idle_keepalive_connections_are_closed_and_busy_ones_are_not() {
     let b = Backends::start(&["a"]);

@@ -49,7 +49,7 @@ pub struct ListenerConfig {
 
 /// Bytes of the buffers each client connection holds below HTTP and TLS (Pingora's L4
 /// buffers), for as long as it is open, idle or not. 0 = unbuffered.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
     /// Read buffer, 0-1048576 (0 = unbuffered). Default: 0 for `http` and `tcp` (HTTP and
@@ -61,6 +61,18 @@ pub struct BufferConfig {
     /// Write buffer. Default: 1460 (one Ethernet segment, as Pingora).
     #[serde(default = "default_write_buffer")]
     pub write: usize,
+}
+
+/// A listener without `buffers` gets the same defaults as one with `buffers: {}` (a derived
+/// `Default` would make its write buffer 0: every response header and body would then be
+/// sent apart, one more send and TCP segment per response).
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            read: None,
+            write: default_write_buffer(),
+        }
+    }
 }
 
 impl BufferConfig {
@@ -111,4 +123,23 @@ pub enum Protocol {
     Https,
     /// Raw TCP proxying.
     Tcp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without `buffers`, with `buffers: {}` and with only `read`, the write buffer is the
+    /// documented 1460 bytes.
+    #[test]
+    fn a_missing_buffers_key_gets_the_documented_defaults() {
+        let base = "{ name: web, address: \"127.0.0.1:8080\"";
+        for extra in ["", ", buffers: {}", ", buffers: { read: 4096 }"] {
+            let l: ListenerConfig = serde_yaml::from_str(&format!("{base}{extra} }}")).unwrap();
+            assert_eq!(l.buffers.write, 1460, "{extra:?}");
+        }
+        let l: ListenerConfig = serde_yaml::from_str(&format!("{base} }}")).unwrap();
+        assert_eq!(l.buffers.read_for(Protocol::Http), 0);
+        assert_eq!(l.buffers.read_for(Protocol::Https), 65536);
+    }
 }

@@ -588,6 +588,31 @@ pub fn raw_request(addr: SocketAddr, request: &[u8], timeout: Duration) -> RawRe
     parse_raw(&buf)
 }
 
+/// One whole response (header and `Content-Length` body), however the bytes are segmented.
+pub fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("read the response");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let r = parse_raw(&out);
+            let len: usize = r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return out;
+            }
+        }
+    }
+}
+
 /// Parse the first response in `buf`.
 pub fn parse_raw(buf: &[u8]) -> RawResponse {
     let text = String::from_utf8_lossy(buf);
