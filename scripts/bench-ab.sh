@@ -9,11 +9,14 @@
 # Each variant runs scripts/bench-target.sh with BENCH_ROUTE_YAML (route filters) and
 # BENCH_EXTRA_YAML (extra upstreams) from the files <file> and <file>.extra (if present), and
 # BENCH_LISTENER_YAML (listener keys) from <file>.listener.
+# SCHEME=https: wrk and the check use https:// (the variants' .listener files then carry
+# `protocol: https` and a certificate).
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=$1; shift
 DURATION=${DURATION:-10}
+url=${SCHEME:-http}://127.0.0.1:18080/
 for t in wrk nginx taskset; do command -v $t >/dev/null || { echo "missing $t (../shared/bench/setup.sh)" >&2; exit 1; }; done
 W=$(mktemp -d /tmp/bench-ab.XXXXXX)
 pids=()
@@ -50,10 +53,10 @@ for r in $(seq "$rounds"); do
       PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra BENCH_LISTENER_YAML=$listener PORTCULLIS_BIN=${bin:-$here/target/release/portcullis} \
       taskset -c 1 "$here/scripts/bench-target.sh" >"$d/out.log" 2>&1 & gw=$!; pids+=($gw)
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
-    [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/) == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }
-    timeout 30 taskset -c 0 wrk -t1 -c50 -d2s http://127.0.0.1:18080/ >/dev/null
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' "$url") == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }
+    timeout 30 taskset -c 0 wrk -t1 -c50 -d2s "$url" >/dev/null
     t0=$(ticks $gw)
-    timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency http://127.0.0.1:18080/ >"$d/wrk.out"
+    timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$url" >"$d/wrk.out"
     t1=$(ticks $gw)
     kill -INT $gw; wait $gw 2>/dev/null || true
     awk -v name="$name" -v t="$((t1 - t0))" 'function ms(x){return x~/us$/?x/1000:x~/ms$/?x+0:x*1000}

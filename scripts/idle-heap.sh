@@ -8,6 +8,7 @@
 # Only 127.0.0.1 is used; every process is stopped by its PID, every wait has a deadline.
 #   scripts/idle-heap.sh [N] [LISTENER_KEYS]     e.g. scripts/idle-heap.sh 200 'buffers: {read: 65536}'
 # BIN=path skips the build (it must use the system allocator and carry line tables).
+# TLS=1: an https listener with a throwaway self-signed certificate, and TLS clients.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-200}
@@ -26,6 +27,12 @@ bport=$(free_port)
 "$BIN" demo-backend --name b --listen "127.0.0.1:$bport" 2>"$W/backend.log" &
 pids+=($!)
 ulimit -n $((n * 4 + 1024))
+tls=${TLS:-}
+if [[ -n $tls ]]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=heap.test -keyout "$W/k.pem" \
+    -out "$W/c.pem" 2>/dev/null
+  keys="protocol: https, http2: false, tls: { certificates: [{ cert: $W/c.pem, key: $W/k.pem }] }${keys:+, $keys}"
+fi
 
 run() {  # run CONNECTIONS OUT.json
   local gport gw
@@ -40,9 +47,14 @@ YAML
   valgrind --tool=dhat --dhat-out-file="$2" "$BIN" --no-watch -c "$W/c.yaml" 2>"$W/gateway.log" &
   gw=$!
   pids+=("$gw")
-  python3 - "$gport" "$1" <<'PY'
-import socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
+  python3 - "$gport" "$1" "$tls" <<'PY'
+import socket, ssl, sys, time
+port, n, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+def connect():
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return ctx.wrap_socket(s, server_hostname="heap.test") if tls else s
 deadline = time.time() + 120
 while True:  # the gateway under valgrind starts slowly
     try:
@@ -55,7 +67,7 @@ while True:  # the gateway under valgrind starts slowly
 req = b"GET / HTTP/1.1\r\nHost: heap\r\n\r\n"
 socks, ok = [], 0
 for i in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s = connect()
     s.sendall(req)
     buf = b""
     while b"\r\n\r\n" not in buf:

@@ -31,7 +31,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
-use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{self, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
@@ -421,14 +421,13 @@ impl L4BufferSettings {
 /// The L4 buffers in front of a [`RawStreamWrapper`]: a read buffer over a write
 /// buffer, the same layering as tokio's [`BufStream`](tokio::io::BufStream).
 ///
-/// A zero read capacity leaves the read buffer out, because [`BufReader`] panics on
-/// a zero capacity. Reads then go straight to the raw stream, as they did through
-/// an empty `BufReader`. [`WriteBuf`] accepts a zero capacity and writes straight
-/// through.
+/// A zero read capacity leaves the read buffer out: reads then go straight to the raw
+/// stream, as they did through an empty `BufReader`. [`WriteBuf`] accepts a zero capacity
+/// and writes straight through.
 #[derive(Debug)]
 enum BufferedStream {
     UnbufferedRead(WriteBuf),
-    BufferedRead(BufReader<WriteBuf>),
+    BufferedRead(ReadBuffer),
 }
 
 // portcullis patch: the write buffer holds memory only while it holds bytes.
@@ -552,13 +551,95 @@ impl AsyncWrite for WriteBuf {
     }
 }
 
+// portcullis patch: the read buffer holds memory only while it holds bytes.
+/// The read side of a [`BufferedStream`]: tokio's `BufReader` rule (a read at least as large
+/// as the capacity, with nothing buffered, goes straight to the stream; a smaller one fills
+/// the buffer with one read of up to the capacity), but the buffer is allocated by the fill
+/// and freed once it has been read out. An idle connection (e.g. TLS, whose records are read
+/// in pieces) holds no read buffer, and a busy one still makes one read per fill.
+#[derive(Debug)]
+struct ReadBuffer {
+    inner: WriteBuf,
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed out.
+    pos: usize,
+    capacity: usize,
+}
+
+impl ReadBuffer {
+    fn with_capacity(capacity: usize, inner: WriteBuf) -> Self {
+        ReadBuffer {
+            inner,
+            buf: Vec::new(),
+            pos: 0,
+            capacity,
+        }
+    }
+
+    /// The bytes read from the stream and not yet handed out.
+    fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn get_ref(&self) -> &WriteBuf {
+        &self.inner
+    }
+
+    fn get_mut(&mut self) -> &mut WriteBuf {
+        &mut self.inner
+    }
+
+    /// The stream under it; bytes not yet handed out are lost.
+    fn into_inner(self) -> WriteBuf {
+        self.inner
+    }
+
+    /// Read once from the stream into a new buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut buf = Vec::with_capacity(self.capacity);
+        let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(n) };
+        self.buf = buf;
+        self.pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for ReadBuffer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.pos == this.buf.len() {
+            if out.remaining() >= this.capacity {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            ready!(this.poll_fill(cx))?;
+        }
+        let rest = &this.buf[this.pos..];
+        let n = rest.len().min(out.remaining());
+        out.put_slice(&rest[..n]);
+        this.pos += n;
+        if this.pos == this.buf.len() {
+            this.buf = Vec::new();
+            this.pos = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl BufferedStream {
     fn with_capacity(read: usize, write: usize, stream: RawStreamWrapper) -> Self {
         let writer = WriteBuf::with_capacity(write, stream);
         if read == 0 {
             BufferedStream::UnbufferedRead(writer)
         } else {
-            BufferedStream::BufferedRead(BufReader::with_capacity(read, writer))
+            BufferedStream::BufferedRead(ReadBuffer::with_capacity(read, writer))
         }
     }
 
@@ -606,8 +687,7 @@ impl AsyncRead for BufferedStream {
     }
 }
 
-// `BufReader` only forwards writes to the `WriteBuf` under it, so write to the `WriteBuf`
-// directly.
+// Write to the `WriteBuf` directly, under the read buffer.
 impl AsyncWrite for BufferedStream {
     fn poll_write(
         mut self: Pin<&mut Self>,

@@ -217,5 +217,35 @@ impl SslDigest {
     }
 }
 
-// TODO: implement Peek if needed
-impl<T> Peek for SslStream<T> {}
+#[cfg(feature = "openssl")]
+extern "C" {
+    // In libssl since 1.1.0 (not bound by openssl-sys): whether the connection holds
+    // bytes of a record, processed or not, that a read would return.
+    fn SSL_has_pending(ssl: *const tls::ssl_sys::SSL) -> std::os::raw::c_int;
+}
+
+/// portcullis patch: whether a read of `ssl` would find bytes that OpenSSL already holds.
+fn has_pending(ssl: &SslRef) -> bool {
+    #[cfg(feature = "openssl")]
+    {
+        // SAFETY: a `&SslRef` is the `SSL *` it wraps (foreign-types' opaque reference),
+        // alive for this call; SSL_has_pending only reads it.
+        unsafe { SSL_has_pending(ssl as *const SslRef as *const tls::ssl_sys::SSL) == 1 }
+    }
+    #[cfg(not(feature = "openssl"))]
+    {
+        ssl.pending() > 0
+    }
+}
+
+// portcullis patch (vendor/README.md): a TLS stream is readable when OpenSSL holds bytes of a
+// record, or else when the stream under it is. An idle keep-alive TLS connection then waits
+// for its next request without an HTTP session, as a plain one does.
+impl<T: Peek> Peek for SslStream<T> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if has_pending(self.ssl.ssl()) {
+            return Poll::Ready(());
+        }
+        self.ssl.get_mut().poll_readable(cx)
+    }
+}
