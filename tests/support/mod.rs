@@ -589,7 +589,7 @@ pub fn raw_request(addr: SocketAddr, request: &[u8], timeout: Duration) -> RawRe
 }
 
 /// One whole response (header and `Content-Length` body), however the bytes are segmented.
-pub fn read_response(s: &mut TcpStream) -> Vec<u8> {
+pub fn read_response(s: &mut impl Read) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
