@@ -2,6 +2,8 @@
 //! defaults, and with `option splice-auto`) and nginx `stream`, one worker each, in one run.
 //!
 //! `cargo bench --bench tcp -- [--rounds 3] [--gib 1] [--secs 10] [--conns 32] [--targets a,b]`
+//! (targets: portcullis, portcullis-b (the build at `PORTCULLIS_BIN_B`), haproxy,
+//! haproxy-splice, nginx)
 //!
 //! - **bulk**: one connection moves `--gib` GiB backend → client (download), then another
 //!   client → backend (upload); GiB/s from the wall time, and the proxy's CPU seconds per GiB.
@@ -124,8 +126,15 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn portcullis_bin() -> PathBuf {
-    std::env::var_os("PORTCULLIS_BIN").map_or_else(
+/// The binary of target `portcullis` (`PORTCULLIS_BIN`, else the release build) or of
+/// `portcullis-b` (`PORTCULLIS_BIN_B`: a second build, to compare two in one run).
+fn portcullis_bin(target: &str) -> PathBuf {
+    let var = if target == "portcullis-b" {
+        "PORTCULLIS_BIN_B"
+    } else {
+        "PORTCULLIS_BIN"
+    };
+    std::env::var_os(var).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/portcullis"),
         PathBuf::from,
     )
@@ -140,7 +149,7 @@ fn setup(
 ) -> Option<(PathBuf, Vec<String>, PathBuf, String)> {
     let dd = d.display();
     match target {
-        "portcullis" => {
+        "portcullis" | "portcullis-b" => {
             let list: Vec<String> = b
                 .iter()
                 .map(|a| format!("{{ address: \"{a}\" }}"))
@@ -153,7 +162,7 @@ fn setup(
                 list.join(", ")
             );
             let conf = d.join("p.yaml");
-            let bin = portcullis_bin();
+            let bin = portcullis_bin(target);
             bin.is_file()
                 .then(|| (bin, vec!["-c".into(), conf.display().to_string()], conf, y))
         }
