@@ -8,6 +8,7 @@
 # Only 127.0.0.1 is used; every process is stopped by its PID, every wait has a deadline.
 #   scripts/idle-heap.sh [N] [LISTENER_KEYS]     e.g. scripts/idle-heap.sh 200 'buffers: {read: 65536}'
 # BIN=path skips the build (it must use the system allocator and carry line tables).
+# WS=BYTES: upgraded connections (a 101 echo backend); each client echoes BYTES bytes, then idles.
 # TLS=1: an https listener with a throwaway self-signed certificate, and TLS clients.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,28 @@ cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; 
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 bport=$(free_port)
-"$BIN" demo-backend --name b --listen "127.0.0.1:$bport" 2>"$W/backend.log" &
+ws=${WS:-}
+if [[ -n $ws ]]; then
+  # An upgraded-connection backend: answers 101 and echoes every byte after it.
+  python3 - "$bport" 2>"$W/backend.log" <<'PY' &
+import socket, sys, threading
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = c.recv(4096)
+        if not d:
+            return
+        head += d
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+    while d := c.recv(65536):
+        c.sendall(d)
+l = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=1024)
+while True:
+    threading.Thread(target=serve, args=(l.accept()[0],), daemon=True).start()
+PY
+else
+  "$BIN" demo-backend --name b --listen "127.0.0.1:$bport" 2>"$W/backend.log" &
+fi
 pids+=($!)
 ulimit -n $((n * 4 + 1024))
 tls=${TLS:-}
@@ -47,9 +69,9 @@ YAML
   valgrind --tool=dhat --dhat-out-file="$2" "$BIN" --no-watch -c "$W/c.yaml" 2>"$W/gateway.log" &
   gw=$!
   pids+=("$gw")
-  python3 - "$gport" "$1" "$tls" <<'PY'
+  python3 - "$gport" "$1" "$tls" "$ws" <<'PY'
 import socket, ssl, sys, time
-port, n, tls = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, tls, ws = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.create_default_context()
 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
 def connect():
@@ -65,6 +87,9 @@ while True:  # the gateway under valgrind starts slowly
             sys.exit("the gateway did not listen within 120 s")
         time.sleep(0.2)
 req = b"GET / HTTP/1.1\r\nHost: heap\r\n\r\n"
+if ws:
+    req = (b"GET /ws HTTP/1.1\r\nHost: heap\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 socks, ok = [], 0
 for i in range(n):
     s = connect()
@@ -76,12 +101,19 @@ for i in range(n):
             break
         buf += chunk
     head, _, body = buf.partition(b"\r\n\r\n")
+    if ws:  # upgraded: echo WS bytes through it, then hold it
+        ok += head.startswith(b"HTTP/1.1 101")
+        s.sendall(b"x" * int(ws))
+        while len(body) < int(ws):
+            body += s.recv(65536)
+        socks.append(s)
+        continue
     length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0])
     while len(body) < length:
         body += s.recv(65536)
     ok += head.startswith(b"HTTP/1.1 200")
     socks.append(s)
-print(f"{ok} of {n} connections answered 200 and are held idle")
+print(f"{ok} of {n} connections answered {101 if ws else 200} and are held idle")
 if ok != n:
     sys.exit(1)
 time.sleep(3)

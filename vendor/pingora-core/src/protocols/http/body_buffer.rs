@@ -50,6 +50,12 @@ impl FixedBuffer {
         self.truncated = false;
         self.buffer.clear();
     }
+    /// portcullis patch (vendor/README.md, tenth patch): the buffered body can no longer be
+    /// used (the connection was upgraded); free it and keep nothing more.
+    pub fn discard(&mut self) {
+        self.buffer = BytesMut::new();
+        self.truncated = true;
+    }
     pub fn is_empty(&self) -> bool {
         self.buffer.len() == 0
     }
@@ -80,6 +86,17 @@ mod tests {
 
         assert!(buffer.is_truncated());
         assert_eq!(buffer.buffer.capacity(), 0);
+        assert!(buffer.get_buffer().is_none());
+    }
+
+    #[test]
+    fn discard_frees_and_keeps_nothing_more() {
+        let mut buffer = FixedBuffer::new(64);
+        buffer.write_to_buffer(&Bytes::from_static(b"1234"));
+        buffer.discard();
+        assert_eq!(buffer.buffer.capacity(), 0);
+        buffer.write_to_buffer(&Bytes::from_static(b"5"));
+        assert!(buffer.is_truncated());
         assert!(buffer.get_buffer().is_none());
     }
 }

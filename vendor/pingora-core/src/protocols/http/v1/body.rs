@@ -454,6 +454,40 @@ impl BodyReader {
         }
     }
 
+    /// portcullis patch (vendor/README.md, tenth patch): one read of up to `read_size` bytes
+    /// into the body buffer, which is freed when the read has to wait. A close-delimited body
+    /// (an upgraded connection such as a WebSocket) waits for its next bytes for as long as
+    /// the connection is idle; holding 64 KiB per direction through that wait is what an idle
+    /// WebSocket cost. Every byte of the buffer has been handed out by then: the caller
+    /// consumes each `BufRef` before the next read. When woken, the read gets a new buffer.
+    fn poll_read_unbuffered_wait<S>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        read_size: usize,
+    ) -> Poll<std::io::Result<usize>>
+    where
+        S: AsyncRead + Unpin,
+    {
+        let body_buf = self.prepare_buf_for_io(read_size);
+        let spare = body_buf.spare_capacity_mut();
+        let limit = spare.len().min(read_size);
+        let mut rb = tokio::io::ReadBuf::uninit(&mut spare[..limit]);
+        match Pin::new(stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity.
+                unsafe { body_buf.set_len(n) };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.body_buf = None;
+                Poll::Pending
+            }
+        }
+    }
+
     pub async fn do_read_body_until_closed<S>(&mut self, stream: &mut S) -> Result<Option<BufRef>>
     where
         S: AsyncRead + Unpin + Send,
@@ -463,10 +497,7 @@ impl BodyReader {
         if n == 0 {
             /* Need to actually read */
             let read_size = self.body_buf_size;
-            let body_buf = self.prepare_buf_for_io(read_size);
-            n = stream
-                .take(read_size as u64)
-                .read_buf(body_buf)
+            n = std::future::poll_fn(|cx| self.poll_read_unbuffered_wait(stream, cx, read_size))
                 .await
                 .or_err(ReadError, "when reading body")?;
         }

@@ -894,6 +894,12 @@ impl HttpSession {
                         // we immediately switch interpretation to match nginx
                         self.body_reader.convert_to_close_delimited();
                     }
+                    // portcullis patch: no request can be retried after a 101, so the retry
+                    // buffer would only keep up to 64 KiB of what the client sends, for the
+                    // connection's life.
+                    if let Some(buffer) = self.retry_buffer.as_mut() {
+                        buffer.discard();
+                    }
                 } else {
                     // this was a request that requested Upgrade,
                     // but upstream did not comply
