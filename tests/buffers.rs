@@ -109,9 +109,11 @@ fn a_small_response_leaves_in_one_segment() {
         20,
         "write: 1460"
     );
-    assert_eq!(
-        segments_for_20_responses(&b, ", buffers: { write: 0 }"),
-        40,
-        "write: 0 sends the header and the body apart"
+    // Unbuffered, each response takes at least two segments (header, body); how many more
+    // depends on how Pingora splits its writes (CI once saw 41 of 40).
+    let unbuffered = segments_for_20_responses(&b, ", buffers: { write: 0 }");
+    assert!(
+        unbuffered >= 40,
+        "write: 0 sends the header and the body apart: {unbuffered} segments"
     );
 }
