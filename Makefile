@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit bench-otlp clean fuzz
+.PHONY: all deps build build-pgo run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit bench-otlp clean fuzz
 
 all: build
 
@@ -12,6 +12,12 @@ deps:
 ## Release build of the gateway (fat LTO: what deployments and the benchmarks run).
 build: deps
 	$(CARGO) build --release --locked --bin portcullis
+
+## Profile-guided release build: an instrumented build trained on loopback traffic, then
+## target/pgo/release/portcullis built from its profile (two release builds, about 25 min;
+## needs wrk and nginx: ../shared/bench/setup.sh --no-build). docs/performance.md has its gain.
+build-pgo: deps
+	@scripts/pgo.sh
 
 ## Build only the gateway binary (profile `demo`: opt-level 1, no dev-dependencies, the system's
 ## OpenSSL instead of compiling the one pingora vendors), start 3 demo backends
