@@ -6,7 +6,8 @@
 # Three nginx backends; one gateway with a plain HTTP listener (a route with rate_limit,
 # circuit_breaker, canary and headers filters, consistent hashing on a second route, a route
 # to a dead backend for 502s), an HTTPS listener with HTTP/2, a TCP listener, metrics and the
-# JSON access log. Each load step is bounded by wrk's -d or a fixed request count.
+# JSON access log. Each load step is bounded by wrk's -d or a fixed request count, and each curl
+# transfer by -m 5.
 set -euo pipefail
 bin=$1; secs=${2:-10}
 W=$(mktemp -d /tmp/pgo-train.XXXXXX)
@@ -70,16 +71,16 @@ upstreams:
     backends: [{ address: "127.0.0.1:$dead" }]
 EOF
 RUST_LOG=warn "$bin" --no-watch -c "$W/gw.yaml" >"$W/gw.log" 2>&1 & gw=$!; pids+=($gw)
-for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$web/" && break; sleep 0.1; done
-[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$web/") == 200 ]] || { cat "$W/gw.log"; exit 1; }
+for _ in $(seq 300); do curl -m 5 -sf -o /dev/null "http://127.0.0.1:$web/" && break; sleep 0.1; done
+[[ $(curl -m 5 -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$web/") == 200 ]] || { cat "$W/gw.log"; exit 1; }
 half=$(( (secs + 1) / 2 ))
 wrk -t1 -c50 -d"${secs}s" "http://127.0.0.1:$web/" | grep -E 'Requests/sec|Non-2xx' || true
 wrk -t1 -c50 -d"${half}s" -H 'x-user: alice' "http://127.0.0.1:$web/user/1" | grep -E 'Requests/sec|Non-2xx' || true
 wrk -t1 -c50 -d"${half}s" "https://127.0.0.1:$tls/" | grep -E 'Requests/sec|Non-2xx' || true
-curl -sk --http2 -o /dev/null "https://127.0.0.1:$tls/h2/[1-2000]"
+curl -m 5 -sk --http2 -o /dev/null "https://127.0.0.1:$tls/h2/[1-2000]"
 wrk -t1 -c20 -d"${half}s" "http://127.0.0.1:$tcp/" | grep -E 'Requests/sec|Non-2xx' || true
-for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$tcp/"; done
-curl -s -o /dev/null "http://127.0.0.1:$web/dead/[1-300]"
-curl -s -o /dev/null "http://127.0.0.1:$metrics/metrics?[1-50]"
+for _ in $(seq 200); do curl -m 5 -s -o /dev/null "http://127.0.0.1:$tcp/"; done
+curl -m 5 -s -o /dev/null "http://127.0.0.1:$web/dead/[1-300]"
+curl -m 5 -s -o /dev/null "http://127.0.0.1:$metrics/metrics?[1-50]"
 kill -INT $gw; wait $gw 2>/dev/null || true
 echo "pgo-train.sh: $(wc -l <"$W/access.log") access-log lines"
