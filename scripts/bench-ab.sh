@@ -14,6 +14,7 @@
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/lib/nginx-backends.sh"
 rounds=$1; shift
 DURATION=${DURATION:-10}
 url=${SCHEME:-http}://127.0.0.1:18080/
@@ -22,22 +23,10 @@ W=$(mktemp -d /tmp/bench-ab.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; sleep 0.5; for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-mkdir -p "$W/tmp"
-cat >"$W/nginx.conf" <<EOF
-daemon off; worker_processes 1; pid $W/nginx.pid; error_log $W/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; default_type text/plain;
-  client_body_temp_path $W/tmp/b; proxy_temp_path $W/tmp/p; fastcgi_temp_path $W/tmp/f; uwsgi_temp_path $W/tmp/u; scgi_temp_path $W/tmp/s;
-  server { listen 127.0.0.1:19001; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:19002; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:19003; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-  # An OTLP/HTTP sink for variants that export spans (benches/ab/otlp-*.yaml.extra).
-  server { listen 127.0.0.1:19004; keepalive_requests 10000000; client_max_body_size 64m; location / { return 200 ""; } }
-}
-EOF
-taskset -c 0 nginx -p "$W" -c "$W/nginx.conf" -e "$W/error.log" & pids+=($!)
-sleep 0.5
+# An OTLP/HTTP sink beside the backends, for variants that export spans (benches/ab/otlp-*.yaml.extra).
+NGINX_CPU=0 NGINX_EXTRA='  server { listen 127.0.0.1:19004; keepalive_requests 10000000; client_max_body_size 64m; location / { return 200 ""; } }' \
+  nginx_backends "$W" 19001 19002 19003
+pids+=("$NGINX_PID")
 ticks() { local s=0 p; for p in "$1" $(pgrep -P "$1" || true); do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $s; }
 printf '%-12s %8s %8s %8s %9s\n' name req/s p50ms p99ms cpu/10k
 for r in $(seq "$rounds"); do

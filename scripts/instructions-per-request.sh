@@ -11,17 +11,12 @@
 # Needs valgrind, nginx, python3. Only 127.0.0.1 is used; every run is bounded.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/lib/nginx-backends.sh"
 N1=${N1:-500}; N2=${N2:-2500}
 W=$(mktemp -d /tmp/ipr.XXXXXX)
 ngx=""
 cleanup() { [[ -n $ngx ]] && kill "$ngx" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-cat >"$W/nginx.conf" <<EOF2
-daemon off; worker_processes 1; pid $W/nginx.pid; error_log $W/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; client_body_temp_path $W/b; proxy_temp_path $W/p; fastcgi_temp_path $W/f; uwsgi_temp_path $W/u; scgi_temp_path $W/s;
-  server { listen 127.0.0.1:19021; keepalive_requests 10000000; location / { return 200 "ok\n"; } } }
-EOF2
 cat >"$W/gw.yaml" <<EOF2
 server: { threads: 1, pid_file: $W/pc.pid, upgrade_sock: $W/pc.sock, grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }
 listeners: [{ name: bench, address: "127.0.0.1:18091" }]
@@ -45,8 +40,7 @@ for i in range(n):
         buf += s.recv(65536)
     buf = buf[buf.index(b"ok\n") + 3:]
 EOF2
-nginx -p "$W" -c "$W/nginx.conf" -e "$W/error.log" & ngx=$!
-sleep 0.5
+nginx_backends "$W" 19021; ngx=$NGINX_PID
 ir() { # BIN N -> total instructions
   local out=$W/cg.$2
   local args=(-c "$W/gw.yaml")

@@ -10,6 +10,7 @@
 # transfer by -m 5.
 set -euo pipefail
 bin=$1; secs=${2:-10}
+. "$(dirname "$0")/lib/nginx-backends.sh"
 W=$(mktemp -d /tmp/pgo-train.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; sleep 0.5
@@ -20,19 +21,7 @@ import socket
 ss = [socket.socket() for _ in range(8)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-mkdir -p "$W/tmp"
-cat >"$W/nginx.conf" <<EOF
-daemon off; worker_processes 1; pid $W/nginx.pid; error_log $W/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; default_type text/plain;
-  client_body_temp_path $W/tmp/b; proxy_temp_path $W/tmp/p; fastcgi_temp_path $W/tmp/f; uwsgi_temp_path $W/tmp/u; scgi_temp_path $W/tmp/s;
-  server { listen 127.0.0.1:$p1; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$p2; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-  server { listen 127.0.0.1:$p3; keepalive_requests 10000000; location / { return 200 "ok\n"; } }
-}
-EOF
-nginx -p "$W" -c "$W/nginx.conf" -e "$W/error.log" & pids+=($!)
+nginx_backends "$W" "$p1" "$p2" "$p3"; pids+=("$NGINX_PID")
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=pgo.test -keyout "$W/k.pem" \
   -out "$W/c.pem" 2>/dev/null
 cat >"$W/gw.yaml" <<EOF
