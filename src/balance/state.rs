@@ -260,6 +260,13 @@ impl BackendState {
         Some((self.peak_ns.load(), self.peak_at.load(Relaxed)))
     }
 
+    /// The moving average (ns) if its last sample is less than `window_ns` before `now`.
+    #[inline]
+    pub fn recent_ewma(&self, now: u64, window_ns: u64) -> Option<f64> {
+        let at = self.ewma_at.load(Relaxed);
+        (at != 0 && now.saturating_sub(at) < window_ns).then(|| self.ewma_ns.load())
+    }
+
     /// The undecayed moving-average latency in nanoseconds (for reporting).
     pub fn ewma_latency_ns(&self) -> f64 {
         self.ewma_ns.load()

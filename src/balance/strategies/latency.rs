@@ -108,7 +108,7 @@ impl LatencyCost {
             // Typical: the estimate of a random measured member.
             let start = fastrand::usize(..n);
             let probe = (0..n).find_map(|i| estimate(&members[(start + i) % n].state));
-            return scan_lowest(members, |m| {
+            return scan_lowest(members, |_, m| {
                 let own = estimate(&m.state);
                 self.cost(m, own, self.raw(probe, own), req.now)
             });

@@ -10,8 +10,7 @@ pub mod ring;
 pub mod round_robin;
 pub mod weighted_round_robin;
 
-use super::sample::WeightTable;
-use super::{Member, PickRequest};
+use super::Member;
 use serde::Deserialize;
 
 /// How many candidates a scoring strategy compares.
@@ -44,40 +43,19 @@ impl Choice {
 /// --bench pick`, docs/performance.md) and sees the whole group instead of two of it.
 pub const SCAN_UP_TO: usize = 16;
 
-/// Pick the member with the lowest `score`: P2C over weighted draws, or a full scan
-/// ([`scan_lowest`]), as `choice` says.
-#[inline]
-pub(crate) fn lowest_score(
-    members: &[Member],
-    table: &WeightTable,
-    choice: Choice,
-    req: &PickRequest,
-    score: impl Fn(&Member, &PickRequest) -> f64,
-) -> usize {
-    let n = members.len();
-    if n == 1 {
-        return 0;
-    }
-    if choice.scans(n) {
-        return scan_lowest(members, |m| score(m, req));
-    }
-    let (a, b) = table.draw_two();
-    if score(&members[b], req) < score(&members[a], req) {
-        b
-    } else {
-        a
-    }
-}
-
 /// The member with the lowest `score`, scanning all; ties are broken uniformly at random
 /// (the k-th member seen with the best score replaces the choice with probability 1/k).
+/// `members` must not be empty.
 #[inline]
-pub(crate) fn scan_lowest(members: &[Member], score: impl Fn(&Member) -> f64) -> usize {
+pub(crate) fn scan_lowest<K: PartialOrd>(
+    members: &[Member],
+    score: impl Fn(usize, &Member) -> K,
+) -> usize {
     let mut best = 0;
-    let mut best_score = f64::INFINITY;
-    let mut ties = 0u32;
-    for (idx, m) in members.iter().enumerate() {
-        let s = score(m);
+    let mut best_score = score(0, &members[0]);
+    let mut ties = 1u32;
+    for (idx, m) in members.iter().enumerate().skip(1) {
+        let s = score(idx, m);
         if s < best_score {
             best = idx;
             best_score = s;
@@ -99,9 +77,8 @@ mod tests {
     #[test]
     fn a_full_scan_breaks_ties_uniformly() {
         let m = test_support::members(&[1, 1, 1, 1]);
-        let table = WeightTable::new([1, 1, 1, 1]);
         // Members 1 and 3 tie for the lowest score; 0 and 2 score higher.
-        let score = |m: &Member, _: &PickRequest| {
+        let score = |_: usize, m: &Member| {
             if m.state.addr().port() % 2 == 0 {
                 0.0
             } else {
@@ -110,7 +87,7 @@ mod tests {
         };
         let mut counts = [0u32; 4];
         for _ in 0..20_000 {
-            counts[lowest_score(&m, &table, Choice::All, &PickRequest::default(), score)] += 1;
+            counts[scan_lowest(&m, score)] += 1;
         }
         assert_eq!(counts[0] + counts[2], 0);
         let share = f64::from(counts[1]) / 20_000.0;
