@@ -91,6 +91,22 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
         (p("portcullis least_conn", "least_conn", "[]"), None),
         (
             p(
+                "portcullis least_conn in-flight only",
+                "{ kind: least_conn, prefer_fast: false }",
+                "[]",
+            ),
+            None,
+        ),
+        (
+            p(
+                "portcullis least_conn slow at 10x",
+                "{ kind: least_conn, slow_factor: 10 }",
+                "[]",
+            ),
+            None,
+        ),
+        (
+            p(
                 "portcullis least_conn p2c",
                 "{ kind: least_conn, choice: p2c }",
                 "[]",
