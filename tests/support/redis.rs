@@ -36,11 +36,20 @@ impl Redis {
     fn start_mode(cluster: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Redis {
-            port: free_port(),
+            port: 0,
             dir,
             child: None,
             cluster,
         };
+        // A port from free_port() can be taken before redis-server binds it, and a cluster node
+        // also binds port + 10000 (its bus): try a few fresh ports before failing.
+        for _ in 0..4 {
+            r.port = if cluster { cluster_port() } else { free_port() };
+            if r.try_start() {
+                return r;
+            }
+            r.child = None;
+        }
         r.restart();
         r
     }
@@ -52,10 +61,21 @@ impl Redis {
 
     /// Start (again) on the same port; returns once it answers PING.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server on port {} did not answer PING; its log:\n{}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        );
+    }
+
+    /// Start on `self.port`; whether it answers PING within 10 s (false at once if it exits).
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "already running");
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--logfile", "redis.log"])
             .arg("--dir")
             .arg(self.dir.path());
         if self.cluster {
@@ -67,17 +87,18 @@ impl Redis {
             ]);
         }
         let child = cmd
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is missing: run scripts/deps.sh (Debian package redis-server)");
-        self.child = Some(ChildGuard(child));
+        let child = self.child.insert(ChildGuard(child));
         let port = self.port;
-        assert!(
-            poll_until(Duration::from_secs(10), || cli(port, &["PING"]).as_deref()
-                == Some("PONG")),
-            "redis-server on port {port} did not answer PING"
-        );
+        let mut exited = false;
+        poll_until(Duration::from_secs(10), || {
+            exited = child.0.try_wait().ok().flatten().is_some();
+            exited || cli(port, &["PING"]).as_deref() == Some("PONG")
+        }) && !exited
     }
 
     /// Kill the server (SIGKILL, by its PID).
@@ -93,6 +114,16 @@ impl Redis {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too and below 65536.
+fn cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
     }
 }
 
