@@ -117,6 +117,25 @@ impl SlowMark {
     fn threshold(&self, floor: f64) -> f64 {
         (floor * self.factor).max(floor + SLOW_GAP_NS)
     }
+
+    /// The threshold among `candidates`, each read once here and again by [`Self::is_slow`]
+    /// (infinite when disabled or none is recent).
+    #[inline]
+    fn threshold_among<'a>(&self, candidates: impl Iterator<Item = &'a Member>, now: u64) -> f64 {
+        if !self.enabled {
+            return f64::INFINITY;
+        }
+        let floor = candidates
+            .filter_map(|m| self.recent(m, now))
+            .fold(f64::INFINITY, f64::min);
+        self.threshold(floor)
+    }
+
+    /// Whether `m` is above threshold `t` (from [`Self::threshold_among`]).
+    #[inline]
+    fn is_slow(&self, m: &Member, t: f64, now: u64) -> bool {
+        t.is_finite() && self.recent(m, now).is_some_and(|v| v > t)
+    }
 }
 
 #[derive(Debug)]
@@ -175,14 +194,8 @@ impl LeastConn {
             let t = self.slow.threshold(floor);
             return scan_lowest(members, |i, m| Self::load(m, recent[i] > t));
         }
-        let floor = members
-            .iter()
-            .filter_map(|m| self.slow.recent(m, now))
-            .fold(f64::INFINITY, f64::min);
-        let t = self.slow.threshold(floor);
-        scan_lowest(members, |_, m| {
-            Self::load(m, self.slow.recent(m, now).is_some_and(|v| v > t))
-        })
+        let t = self.slow.threshold_among(members.iter(), now);
+        scan_lowest(members, |_, m| Self::load(m, self.slow.is_slow(m, t, now)))
     }
 
     /// Power of two choices.
@@ -217,17 +230,14 @@ impl Strategy for LeastConn {
 
     /// The least loaded among the members not refused.
     fn repick(&self, members: &[Member], req: &PickRequest, refused: &Refused) -> Option<usize> {
-        let recent = |m: &Member| self.slow.recent(m, req.now).filter(|_| self.slow.enabled);
-        let floor = members
-            .iter()
-            .filter_map(recent)
-            .fold(f64::INFINITY, f64::min);
-        let t = self.slow.threshold(floor);
+        let t = self.slow.threshold_among(members.iter(), req.now);
         (0..members.len())
             .filter(|i| !refused.contains(*i))
             .map(|i| {
-                let m = &members[i];
-                (i, Self::load(m, recent(m).is_some_and(|v| v > t)))
+                (
+                    i,
+                    Self::load(&members[i], self.slow.is_slow(&members[i], t, req.now)),
+                )
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
