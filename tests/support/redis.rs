@@ -117,14 +117,15 @@ impl Redis {
     }
 }
 
-/// A free port whose cluster bus port (+10000) is free too and below 65536.
+/// A free port whose cluster bus port (+10000) is free too and below 65536, in at most 1,000
+/// draws.
 fn cluster_port() -> u16 {
-    loop {
-        let p = free_port();
-        if p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
+    let fits =
+        |p: u16| p <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
+    (0..1_000)
+        .map(|_| free_port())
+        .find(|p| fits(*p))
+        .expect("no loopback port with a free cluster bus port in 1,000 draws")
 }
 
 /// A 3-master Redis Cluster on loopback.
