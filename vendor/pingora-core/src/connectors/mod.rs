@@ -287,7 +287,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if stream_matches_peer(&stream, peer)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -496,6 +496,28 @@ impl PreferredHttpVersion {
 
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
+
+// portcullis patch: a pooled stream is checked against its peer without a syscall. Pingora
+// asked the kernel (`getpeername`) on every reuse, one syscall per proxied request. A stream
+// made by `l4::connect` records the address it connected to in its socket digest; when that
+// record is there, and the peer has neither a CONNECT proxy (whose check is against the proxy's
+// next hop) nor a custom L4 connector (which may connect elsewhere), compare with it. The
+// stream owns its fd, so the address it connected to cannot change. A closed or reset
+// connection is still caught by `test_reusable_stream`. Otherwise, ask the kernel as before.
+#[cfg(unix)]
+fn stream_matches_peer<P: Peer>(stream: &Stream, peer: &P) -> bool {
+    let plain = peer.get_proxy().is_none()
+        && peer
+            .get_peer_options()
+            .is_none_or(|o| o.custom_l4.is_none());
+    let recorded = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr.get().cloned().flatten());
+    match recorded {
+        Some(addr) if plain => addr == *peer.address(),
+        _ => peer.matches_fd(stream.id()),
+    }
+}
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
