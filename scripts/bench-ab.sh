@@ -11,6 +11,10 @@
 # BENCH_LISTENER_YAML (listener keys) from <file>.listener.
 # SCHEME=https: wrk and the check use https:// (the variants' .listener files then carry
 # `protocol: https` and a certificate).
+# NAME=nginx (no file): nginx itself as the proxy, one worker, round robin over the same
+# backends with upstream keep-alive and an access log to a file: a reference in the same run.
+# Columns: req/s, p50 and p99 (ms), proxy CPU-s per 10k requests, and that CPU split into
+# user and kernel microseconds per request.
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,30 +31,56 @@ trap cleanup EXIT
 NGINX_CPU=0 NGINX_EXTRA='  server { listen 127.0.0.1:19004; keepalive_requests 10000000; client_max_body_size 64m; location / { return 200 ""; } }' \
   nginx_backends "$W" 19001 19002 19003
 pids+=("$NGINX_PID")
-ticks() { local s=0 p; for p in "$1" $(pgrep -P "$1" || true); do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $s; }
-printf '%-12s %8s %8s %8s %9s\n' name req/s p50ms p99ms cpu/10k
+ticks() { # "user kernel" clock ticks of PID and its children
+  local u=0 k=0 p a b
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+    u=$((u + a)); k=$((k + b))
+  done
+  echo "$u $k"
+}
+start_nginx_proxy() { # DIR: nginx as the proxy on 18080, pinned to CPU 1; sets gw
+  mkdir -p "$1/tmp"
+  cat >"$1/px.conf" <<NGX
+daemon off; worker_processes 1; pid $1/px.pid; error_log $1/px-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $1/access.log; client_body_temp_path $1/tmp/b; proxy_temp_path $1/tmp/p;
+  fastcgi_temp_path $1/tmp/f; uwsgi_temp_path $1/tmp/u; scgi_temp_path $1/tmp/s;
+  upstream pool { server 127.0.0.1:19001; server 127.0.0.1:19002; server 127.0.0.1:19003; keepalive 64; }
+  server { listen 127.0.0.1:18080; keepalive_requests 10000000;
+    location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+NGX
+  taskset -c 1 nginx -p "$1" -c "$1/px.conf" -e "$1/px-error.log" >"$1/out.log" 2>&1 & gw=$!; pids+=($gw)
+}
+printf '%-12s %8s %8s %8s %9s %8s %8s\n' name req/s p50ms p99ms cpu/10k user-us sys-us
 for r in $(seq "$rounds"); do
   for v in "$@"; do
     name=${v%%=*}; file=${v#*=}; bin=""
     if [[ $file == *@* ]]; then bin=${file#*@}; file=${file%%@*}; fi
     d=$W/$name-$r; mkdir -p "$d"
     route=""; extra=""; listener=""
+    if [[ $file == nginx ]]; then start_nginx_proxy "$d"; else
     [[ -s $file ]] && route=$(cat "$file")
     [[ -s $file.extra ]] && extra=$file.extra
     [[ -s $file.listener ]] && listener=$(cat "$file.listener")
     PEERBENCH_LISTEN=127.0.0.1:18080 PEERBENCH_UPSTREAMS="127.0.0.1:19001 127.0.0.1:19002 127.0.0.1:19003" \
       PEERBENCH_DIR=$d BENCH_ROUTE_YAML=$route BENCH_EXTRA_YAML=$extra BENCH_LISTENER_YAML=$listener PORTCULLIS_BIN=${bin:-$here/target/release/portcullis} \
       taskset -c 1 "$here/scripts/bench-target.sh" >"$d/out.log" 2>&1 & gw=$!; pids+=($gw)
+    fi
     for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
     [[ $(curl -sk -o /dev/null -w '%{http_code}' "$url") == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }
     timeout 30 taskset -c 0 wrk -t1 -c50 -d2s "$url" >/dev/null
-    t0=$(ticks $gw)
+    read -r u0 k0 < <(ticks $gw)
     timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$url" >"$d/wrk.out"
-    t1=$(ticks $gw)
+    read -r u1 k1 < <(ticks $gw)
     kill -INT $gw; wait $gw 2>/dev/null || true
-    awk -v name="$name" -v t="$((t1 - t0))" 'function ms(x){return x~/us$/?x/1000:x~/ms$/?x+0:x*1000}
+    awk -v name="$name" -v u="$((u1 - u0))" -v k="$((k1 - k0))" -v hz="$(getconf CLK_TCK)" \
+      'function ms(x){return x~/us$/?x/1000:x~/ms$/?x+0:x*1000}
       /requests in/ {n=$1} /^Requests\/sec/ {r=$2} $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)}
-      END {printf "%-12s %8.0f %8.2f %8.2f %9.3f\n", name, r, p50, p99, t/100*10000/n}' "$d/wrk.out" | tee -a "$W/rows"
+      END {printf "%-12s %8.0f %8.2f %8.2f %9.3f %8.2f %8.2f\n", name, r, p50, p99,
+        (u + k) / hz * 10000 / n, u / hz * 1e6 / n, k / hz * 1e6 / n}' "$d/wrk.out" | tee -a "$W/rows"
   done
 done
 echo "# medians over $rounds rounds"
@@ -63,5 +93,5 @@ for line in open(sys.argv[1]):
     rows[f[0]].append([float(x) for x in f[1:]])
 for name, vals in rows.items():
     med = [statistics.median(c) for c in zip(*vals)]
-    print(f"{name:12} {med[0]:8.0f} {med[1]:8.2f} {med[2]:8.2f} {med[3]:9.3f}")
+    print(f"{name:12} {med[0]:8.0f} {med[1]:8.2f} {med[2]:8.2f} {med[3]:9.3f} {med[4]:8.2f} {med[5]:8.2f}")
 EOF
