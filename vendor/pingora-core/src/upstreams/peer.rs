@@ -501,6 +501,9 @@ pub struct PeerOptions {
     pub connection_timeout: Option<Duration>,
     pub total_connection_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// portcullis patch: how long to wait for the response header of an HTTP/1 request, when
+    /// shorter than `read_timeout`. Body reads keep `read_timeout`.
+    pub response_header_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub verify_cert: bool,
@@ -577,6 +580,7 @@ impl PeerOptions {
             connection_timeout: None,
             total_connection_timeout: None,
             read_timeout: None,
+            response_header_timeout: None,
             idle_timeout: None,
             write_timeout: None,
             verify_cert: true,

@@ -46,6 +46,9 @@ pub struct HttpSession {
     /// The timeout is reset on every read. This is not a timeout on the overall duration of the
     /// response.
     pub read_timeout: Option<Duration>,
+    /// portcullis patch: the wait for the response header when shorter than `read_timeout`
+    /// (from [`PeerOptions::response_header_timeout`](crate::upstreams::peer::PeerOptions)).
+    pub response_header_timeout: Option<Duration>,
     /// The write timeout which will be applied to both writing request header and body.
     /// The timeout is reset on every write. This is not a timeout on the overall duration of the
     /// request.
@@ -92,6 +95,7 @@ impl HttpSession {
             response_header: None,
             request_written: None,
             read_timeout: None,
+            response_header_timeout: None,
             write_timeout: None,
             digest,
             bytes_sent: 0,
@@ -110,6 +114,7 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            session.response_header_timeout = options.response_header_timeout;
         }
         session
     }
@@ -389,17 +394,21 @@ impl HttpSession {
             let read_fut = self
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
-            let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        return self.fail_response_header_read(Error::explain(
-                            ReadTimedout,
-                            "while reading response headers",
-                        ));
-                    }
-                },
-                None => read_fut.await,
+            // portcullis patch: a shorter response-header timeout runs on tokio's timer (1 ms
+            // resolution); Pingora's fast timeout rounds up to the next 10 ms, too coarse for it.
+            let short = self
+                .response_header_timeout
+                .filter(|h| self.read_timeout.is_none_or(|r| *h < r));
+            let timed = match (short, self.read_timeout) {
+                (Some(t), _) => pingora_timeout::tokio_timeout(t, read_fut).await.ok(),
+                (None, Some(t)) => timeout(t, read_fut).await.ok(),
+                (None, None) => Some(read_fut.await),
+            };
+            let Some(read_result) = timed else {
+                return self.fail_response_header_read(Error::explain(
+                    ReadTimedout,
+                    "while reading response headers",
+                ));
             };
 
             match read_result {
