@@ -238,3 +238,49 @@ fn health_probes_find_a_recovered_backend_without_client_requests() {
     let slow_phase = slow_then_recovered(strategy, 20, 5, Duration::from_secs(6));
     assert!(slow_phase <= 2, "slow phase: flaky got {slow_phase} of 60");
 }
+
+/// Sequential requests for 3 s over two fast backends and one at 300 ms that has answered once:
+/// (answers that came from the slow one, requests that reached it in those 3 s).
+fn probes_of_a_slow_backend(strategy: &str) -> (usize, u64) {
+    let b = Backends::start(&["fast1", "fast2", "slow"]);
+    b.state(2).set_delay(Duration::from_millis(300));
+    let gw = Gateway::start(&one_upstream(&b, strategy, &[1, 1, 1]));
+    let c = client();
+    // Unmeasured, the slow backend gets its share until it has answered once.
+    let measured = poll_until(Duration::from_secs(10), || {
+        get(&c, &gw.url("/"));
+        b.requests(2) > 0
+    });
+    assert!(measured, "the slow backend never answered");
+    let before = b.arrivals(2);
+    let end = std::time::Instant::now() + Duration::from_secs(3);
+    let mut answered = 0;
+    while std::time::Instant::now() < end {
+        let (status, backend) = get(&c, &gw.url("/"));
+        assert_eq!(status, 200, "every request is answered");
+        answered += usize::from(backend == "slow");
+    }
+    (answered, b.arrivals(2) - before)
+}
+
+#[test]
+fn a_probe_of_a_slow_backend_is_cut_short_and_answered_by_another() {
+    // With a 50 ms idle decay the slow backend is tried again about every 0.7 s. Each try
+    // waits 5 ms (the floor: the fast ones answer in well under 1.5 ms), then goes elsewhere.
+    let (answered, reached) = probes_of_a_slow_backend("{ kind: adaptive, idle_decay: 50ms }");
+    assert!(
+        reached >= 2,
+        "the slow backend was tried {reached} times in 3 s"
+    );
+    assert_eq!(
+        answered, 0,
+        "a client waited for the slow backend ({reached} tries)"
+    );
+    // Without the deadline the same tries are answered by the slow backend, 300 ms each.
+    let (answered, reached) =
+        probes_of_a_slow_backend("{ kind: adaptive, idle_decay: 50ms, probe_deadline: false }");
+    assert!(
+        answered >= 2,
+        "without a deadline: {answered} answers of {reached} tries"
+    );
+}

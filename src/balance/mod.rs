@@ -80,6 +80,15 @@ pub trait Strategy: Send + Sync {
         let _ = (members, req, refused);
         None
     }
+
+    /// How long (ns) the proxy should wait for the response header of `chosen`, the member
+    /// this strategy picked, when it picked it only to probe it (e.g. a backend measured slow
+    /// whose estimate decayed while it was idle). After that long an idempotent request is
+    /// tried on another member. `None` (the default): the upstream's read timeout.
+    fn probe_deadline(&self, members: &[Member], chosen: &BackendState, now: u64) -> Option<u64> {
+        let _ = (members, chosen, now);
+        None
+    }
 }
 
 /// The members one pick has refused so far: a bit per member, for the first

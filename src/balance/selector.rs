@@ -2,7 +2,7 @@
 //! [`BackendSelection`] and, on the request path, through [`Selector::pick`].
 
 use super::strategies::round_robin::RoundRobinFactory;
-use super::{Member, PickRequest, Refused, StateStore, Strategy, StrategyFactory};
+use super::{BackendState, Member, PickRequest, Refused, StateStore, Strategy, StrategyFactory};
 use pingora::lb::selection::{BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
@@ -94,6 +94,13 @@ impl Selector {
             }
         }
         spare
+    }
+
+    /// How long (ns) to wait for `chosen`'s response header when the strategy picked it only
+    /// to probe it ([`Strategy::probe_deadline`]); `None`: the upstream's read timeout.
+    #[inline]
+    pub fn probe_deadline(&self, chosen: &BackendState, now: u64) -> Option<u64> {
+        self.strategy.probe_deadline(&self.members, chosen, now)
     }
 
     /// The strategy's next choice after `refused`, or a random member not refused.

@@ -206,6 +206,16 @@ impl BackendState {
         }
     }
 
+    /// `adaptive` re-tried this slow, idle backend and it sent no response header within the
+    /// deadline of `waited_ns`: it is still slow. Its peak-EWMA stays (or rises to
+    /// `waited_ns`), dated now, so its idle decay starts over. The moving average and its date
+    /// are left alone: they keep the last complete answer. Not a failure.
+    pub fn record_still_slow(&self, waited_ns: u64, now: u64) {
+        self.requests.fetch_add(1, Relaxed);
+        let peak = self.peak_ewma().map_or(0.0, |(v, _)| v);
+        self.update_peak(peak.max(waited_ns as f64), now);
+    }
+
     fn record_latency(&self, sample: f64, now: u64) {
         self.samples.fetch_add(1, Relaxed);
         // Time-weighted moving average (fastest_response); the first sample seeds it.
@@ -219,8 +229,12 @@ impl BackendState {
                 v * w + sample * (1.0 - w)
             }
         });
-        // Peak-EWMA (adaptive): a sample above the estimate replaces it at once; otherwise the
-        // estimate moves toward the sample with weight 1 - e^(-dt/tau).
+        self.update_peak(sample, now);
+    }
+
+    /// Peak-EWMA (adaptive): a sample above the estimate replaces it at once; otherwise the
+    /// estimate moves toward the sample with weight 1 - e^(-dt/tau).
+    fn update_peak(&self, sample: f64, now: u64) {
         let prev_at = self.peak_at.swap(now.max(1), Relaxed);
         let dt = now.saturating_sub(prev_at) as f64;
         self.peak_ns.update(|v| {

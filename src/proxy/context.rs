@@ -86,6 +86,9 @@ pub struct RequestCtx {
     pub retry_same: bool,
     /// `now_ns` when the current attempt started.
     pub attempt_started_ns: u64,
+    /// The current attempt's response-header deadline (ns) when its backend is only being
+    /// probed; its retry is already taken from the budget.
+    pub probe: Option<u64>,
     /// Time to the backend's response header, once it arrived.
     pub upstream_latency_ns: Option<u64>,
     /// Whether a response header came back from a backend.

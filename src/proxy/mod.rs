@@ -43,6 +43,7 @@ use pingora::{Error, ErrorType, Result};
 use portcullis_plugin::{AttemptError, Decision, RequestView};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The proxy of one listener.
 pub struct Proxy {
@@ -208,7 +209,11 @@ impl ProxyHttp for Proxy {
                 if ctx.tried.count() == 0 {
                     up.retry.on_request(now_ns());
                 } else {
-                    let wait = up.retry.backoff(ctx.retries);
+                    // After a probe's deadline, no backoff: the backend was slow, not overloaded.
+                    let wait = match ctx.probe {
+                        Some(_) => Duration::ZERO,
+                        None => up.retry.backoff(ctx.retries),
+                    };
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
                     }
@@ -218,7 +223,9 @@ impl ProxyHttp for Proxy {
         };
         ctx.tried.push(slot.state().id());
         ctx.attempt_started_ns = now_ns();
-        let peer = up.peer_for(slot.state().addr());
+        let mut peer = up.peer_for(slot.state().addr());
+        ctx.probe = pick::probe_deadline(session, ctx, &up, slot.state());
+        peer.options.response_header_timeout = ctx.probe.map(Duration::from_nanos);
         ctx.backend = Some(slot);
         Ok(Box::new(peer))
     }

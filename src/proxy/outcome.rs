@@ -97,8 +97,13 @@ pub fn attempt_failed(
         return;
     };
     let now = now_ns();
+    // A probe that ran out of its deadline: its retry was granted when the deadline was set.
+    let probe = ctx.probe.filter(|_| kind == AttemptError::Timeout);
     if let Some(g) = &ctx.backend {
-        g.state().record_failure(now);
+        match probe {
+            Some(waited) => g.state().record_still_slow(waited, now),
+            None => g.state().record_failure(now),
+        }
         if kind == AttemptError::Connect || matches!(e.etype(), ErrorType::ConnectTimedout) {
             metrics.count_connect_error(&up.name, g.state().label());
         }
@@ -106,7 +111,7 @@ pub fn attempt_failed(
     let mut retry = false;
     let replayable = !sent || session.req_header().method.is_idempotent();
     if ctx.retries < up.retry.attempts && replayable {
-        if up.retry.try_spend(now) {
+        if probe.is_some() || up.retry.try_spend(now) {
             ctx.retries += 1;
             retry = true;
             metrics.count_retry(&up.name);

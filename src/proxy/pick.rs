@@ -80,6 +80,27 @@ pub async fn take_backend(
     }
 }
 
+/// The response-header deadline (ns) of this attempt when the strategy chose `s` only to probe
+/// it ([`Upstream::probe_deadline`]) and the request can go elsewhere after it: idempotent,
+/// its body still replayable, a retry left and granted by the budget (taken now, so that a
+/// probe that times out is never answered with a 504 for want of budget).
+pub fn probe_deadline(
+    session: &Session,
+    ctx: &RequestCtx,
+    up: &Upstream,
+    s: &BackendState,
+) -> Option<u64> {
+    let replayable =
+        session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
+    if !replayable || ctx.retries >= up.retry.attempts {
+        return None;
+    }
+    let deadline = up.probe_deadline(s, ctx.attempt_started_ns)?;
+    up.retry
+        .try_spend(ctx.attempt_started_ns)
+        .then_some(deadline)
+}
+
 /// Say why no backend was taken (in `ctx.local`) and build the 503.
 fn refused(
     ctx: &mut RequestCtx,

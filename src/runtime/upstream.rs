@@ -325,6 +325,12 @@ impl Upstream {
             .map(|m| Arc::clone(&m.state))
     }
 
+    /// See [`Selector::probe_deadline`].
+    #[inline]
+    pub fn probe_deadline(&self, chosen: &BackendState, now: u64) -> Option<u64> {
+        self.selector.probe_deadline(chosen, now)
+    }
+
     /// The sticky cookie settings and tokens, when the upstream is sticky.
     #[inline]
     pub fn sticky(&self) -> Option<&StickyTable> {

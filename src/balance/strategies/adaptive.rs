@@ -8,6 +8,14 @@
 //! the estimate, so one that hangs is avoided before it answers: see `latency.rs`. With an
 //! HTTP health check, the probe's answer time measures an idle backend without sending it a
 //! client request ([`BackendState::record_probe`](crate::balance::BackendState::record_probe)).
+//!
+//! **A re-try has a deadline** (`probe_deadline`, default on). When the pick lands on a backend
+//! only because its estimate decayed, the proxy waits for its response header only briefly
+//! ([`Strategy::probe_deadline`]) and then sends the request elsewhere, so a backend that is still
+//! slow costs its re-tries a few milliseconds instead of its full latency. A re-try cut short
+//! keeps the backend's estimate ([`BackendState::record_still_slow`]); one in full, with no
+//! deadline, is made when the backend has not completed an answer for [`FULL_MEASURE_NS`], so
+//! a backend that recovered to a latency above the deadline is still found.
 
 use super::latency::LatencyCost;
 use super::Choice;
@@ -17,6 +25,21 @@ use crate::config::duration::Dur;
 use crate::config::{error::from_value, PathError};
 use serde::Deserialize;
 use std::sync::Arc;
+
+/// A chosen member is only being re-tried when its peak-EWMA is at least this many times the
+/// lowest moving average of the other members ...
+const PROBE_RATIO: f64 = 4.0;
+/// ... and at least this much above it (ns), so that microseconds of jitter never count.
+const PROBE_GAP_NS: f64 = 5e6;
+/// The deadline: 1.25 × that lowest average, plus this margin (ns) ...
+const PROBE_MARGIN_NS: f64 = 1e6;
+/// ... and never less than this (ns), so scheduling noise alone does not cut a re-try short.
+const PROBE_FLOOR_NS: f64 = 5e6;
+/// How many other members are read for the lowest average (the first ones).
+const PROBE_SCAN: usize = 16;
+/// A member whose last completed answer is older than this (ns) is re-tried without a
+/// deadline, and measured in full.
+pub const FULL_MEASURE_NS: u64 = 10_000_000_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +51,13 @@ struct Params {
     /// Default `150ms`.
     #[serde(default = "default_idle_decay")]
     idle_decay: Dur,
+    /// Wait for a probed backend's answer only briefly, then try another (default `true`).
+    #[serde(default = "probe_on")]
+    probe_deadline: bool,
+}
+
+fn probe_on() -> bool {
+    true
 }
 
 fn default_rtt() -> Dur {
@@ -39,18 +69,20 @@ fn default_idle_decay() -> Dur {
 }
 
 /// Parameters: `default_rtt: <duration>` (default `30ms`), `idle_decay: <duration>`
-/// (default `150ms`, greater than 0).
+/// (default `150ms`, greater than 0), `probe_deadline: <bool>` (default `true`).
 pub fn from_params(params: &serde_yaml::Value) -> Result<Arc<dyn StrategyFactory>, PathError> {
     let p: Params = from_value(params)?;
     let default_ns = p.default_rtt.0.as_nanos() as f64;
     Ok(Arc::new(Factory {
         cost: LatencyCost::new(p.idle_decay, default_ns, false)?,
+        probe: p.probe_deadline,
     }))
 }
 
 #[derive(Debug)]
 struct Factory {
     cost: LatencyCost,
+    probe: bool,
 }
 
 impl StrategyFactory for Factory {
@@ -61,6 +93,7 @@ impl StrategyFactory for Factory {
         Box::new(PeakEwma {
             table: WeightTable::new(members.iter().map(|m| m.weight)),
             cost: self.cost,
+            probe: self.probe,
         })
     }
 }
@@ -68,6 +101,8 @@ impl StrategyFactory for Factory {
 struct PeakEwma {
     table: WeightTable,
     cost: LatencyCost,
+    /// Give re-tries a deadline.
+    probe: bool,
 }
 
 impl Strategy for PeakEwma {
@@ -80,6 +115,34 @@ impl Strategy for PeakEwma {
             req,
             BackendState::peak_ewma,
         )
+    }
+
+    /// A deadline when `chosen` is only being re-tried: its peak-EWMA is at least
+    /// [`PROBE_RATIO`] × and [`PROBE_GAP_NS`] above the lowest moving average (what an answer
+    /// takes, without the peak's pessimism) of the first [`PROBE_SCAN`] other members, it has
+    /// been idle for longer than its estimate, nothing else is in flight on it, and it completed
+    /// an answer within [`FULL_MEASURE_NS`]. The deadline is `1.25 ×` that average `+`
+    /// [`PROBE_MARGIN_NS`], at least [`PROBE_FLOOR_NS`].
+    fn probe_deadline(&self, members: &[Member], chosen: &BackendState, now: u64) -> Option<u64> {
+        let (v, at) = chosen.peak_ewma()?;
+        let answered = chosen.ewma()?.1;
+        // The proxy holds this request's slot: more than one means the member is serving.
+        if !self.probe
+            || chosen.inflight() > 1
+            || (now.saturating_sub(at) as f64) < v
+            || now.saturating_sub(answered) >= FULL_MEASURE_NS
+        {
+            return None;
+        }
+        let fastest = members
+            .iter()
+            .take(PROBE_SCAN)
+            .filter(|m| !std::ptr::eq(&*m.state, chosen))
+            .filter_map(|m| m.state.ewma())
+            .fold(f64::INFINITY, |low, (e, _)| low.min(e));
+        let slow = v >= PROBE_RATIO * fastest && v - fastest >= PROBE_GAP_NS;
+        let deadline = (1.25 * fastest + PROBE_MARGIN_NS).max(PROBE_FLOOR_NS);
+        (fastest.is_finite() && slow).then_some(deadline as u64)
     }
 }
 
@@ -217,6 +280,88 @@ mod tests {
         // and once 0 has a request in flight it wins.
         let _g = InflightGuard::new(m[0].state.clone(), 1);
         assert_eq!(pick(s.as_ref(), &m, 2), 1);
+    }
+
+    #[test]
+    fn a_probe_of_an_idle_slow_backend_has_a_deadline() {
+        let m = members(&[1, 1, 1]);
+        m[0].state.record_success(250 * MS, MS);
+        m[1].state.record_success(5 * MS, MS);
+        m[2].state.record_success(8 * MS, MS);
+        let s = strategy("{}", &m);
+        let own = InflightGuard::new(m[0].state.clone(), 1_000 * MS); // the probe's own slot
+                                                                      // Idle for 1 s, 50 x the fastest other: 1.25 x 5 ms + 1 ms.
+        assert_eq!(
+            s.probe_deadline(&m, &m[0].state, 1_001 * MS),
+            Some(7_250_000)
+        );
+        // Answered 100 ms ago, less than its own 250 ms: its estimate is current.
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 101 * MS), None);
+        // Another request in flight: it is serving, not being probed.
+        let other = InflightGuard::new(m[0].state.clone(), 1_000 * MS);
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 1_001 * MS), None);
+        drop((own, other));
+        // The fast members are never probed.
+        assert_eq!(s.probe_deadline(&m, &m[1].state, 1_001 * MS), None);
+        assert_eq!(s.probe_deadline(&m, &m[2].state, 1_001 * MS), None);
+        let off = strategy("probe_deadline: false", &m);
+        assert_eq!(off.probe_deadline(&m, &m[0].state, 1_001 * MS), None);
+    }
+
+    #[test]
+    fn a_probe_needs_a_clear_gap_and_has_a_floor() {
+        let m = members(&[1, 1]);
+        let s = strategy("{}", &m);
+        // Unmeasured: no deadline (nothing says it is slow).
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 10 * MS), None);
+        m[1].state.record_success(MS / 2, MS);
+        // 3 ms against 0.5 ms: 6 x, but only 2.5 ms apart.
+        m[0].state.record_success(3 * MS, MS);
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 1_000 * MS), None);
+        // 30 ms against 0.5 ms: 1.25 x 0.5 + 1 = 1.6 ms, raised to the 5 ms floor.
+        m[0].state.record_success(30 * MS, 2 * MS);
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 1_000 * MS), Some(5 * MS));
+        // 4 x is the line: 15 ms against 5 ms is not a probe.
+        let m = members(&[1, 1]);
+        m[0].state.record_success(15 * MS, MS);
+        m[1].state.record_success(5 * MS, MS);
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 1_000 * MS), None);
+    }
+
+    #[test]
+    fn a_probe_past_its_deadline_restarts_the_idle_decay() {
+        let m = members(&[1, 1]);
+        m[0].state.record_success(250 * MS, MS);
+        m[0].state.record_still_slow(12 * MS, 1_001 * MS);
+        assert_eq!(m[0].state.peak_ewma(), Some((250e6, 1_001 * MS)));
+        assert_eq!(
+            m[0].state.ewma(),
+            Some((250e6, MS)),
+            "the last complete answer"
+        );
+        assert_eq!(m[0].state.failures(), 0, "slow is not failed");
+        m[1].state.record_success(MS, MS);
+        m[1].state.record_still_slow(12 * MS, 5 * MS);
+        assert_eq!(
+            m[1].state.peak_ewma(),
+            Some((12e6, 5 * MS)),
+            "at least what it waited"
+        );
+    }
+
+    #[test]
+    fn a_backend_cut_short_for_10_s_is_re_tried_in_full() {
+        // Recovered to 10 ms among 5 ms ones, above every deadline: the cut re-tries would keep
+        // its 250 ms estimate for ever. 10 s after its last complete answer it gets none.
+        let m = members(&[1, 1]);
+        m[0].state.record_success(250 * MS, MS);
+        m[1].state.record_success(5 * MS, MS);
+        let s = strategy("{}", &m);
+        let _own = InflightGuard::new(m[0].state.clone(), 9_000 * MS);
+        m[0].state.record_still_slow(7 * MS, 8_000 * MS);
+        assert!(s.probe_deadline(&m, &m[0].state, 9_000 * MS).is_some());
+        m[0].state.record_still_slow(7 * MS, 9_500 * MS);
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 10_001 * MS), None);
     }
 
     #[test]
