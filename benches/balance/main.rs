@@ -118,6 +118,14 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
             None,
         ),
         (p("portcullis adaptive", "adaptive", "[]"), None),
+        (
+            p(
+                "portcullis adaptive no probe deadline",
+                "{ kind: adaptive, probe_deadline: false }",
+                "[]",
+            ),
+            Some(&[0, 1, 2, 3][..]),
+        ),
         (health("portcullis adaptive + health", "adaptive"), None),
         (
             health("portcullis fastest_resp. + health", "fastest_response"),
