@@ -97,8 +97,10 @@ pub fn attempt_failed(
         return;
     };
     let now = now_ns();
-    // A probe that ran out of its deadline: its retry was granted when the deadline was set.
-    let probe = ctx.probe.filter(|_| kind == AttemptError::Timeout);
+    // A probe that ran out of its deadline (no response header in time; a connect timeout is a
+    // failure): its retry was granted when the deadline was set.
+    let deadline_passed = matches!(e.etype(), ErrorType::ReadTimedout) && !ctx.response_started;
+    let probe = ctx.probe.filter(|_| deadline_passed);
     if let Some(g) = &ctx.backend {
         match probe {
             Some(waited) => g.state().record_still_slow(waited, now),

@@ -119,19 +119,16 @@ impl Strategy for PeakEwma {
 
     /// A deadline when `chosen` is only being re-tried: its peak-EWMA is at least
     /// [`PROBE_RATIO`] × and [`PROBE_GAP_NS`] above the lowest moving average (what an answer
-    /// takes, without the peak's pessimism) of the first [`PROBE_SCAN`] other members, it has
-    /// been idle for longer than its estimate, nothing else is in flight on it, and it completed
-    /// an answer within [`FULL_MEASURE_NS`]. The deadline is `1.25 ×` that average `+`
+    /// takes, without the peak's pessimism) of the first [`PROBE_SCAN`] other members, the idle
+    /// decay has taken at least `1 - 1 /` [`PROBE_RATIO`] of its estimate off (it was chosen
+    /// for the decay, not for being the least busy), nothing else is in flight on it, and it
+    /// completed an answer within [`FULL_MEASURE_NS`]. The deadline is `1.25 ×` that average `+`
     /// [`PROBE_MARGIN_NS`], at least [`PROBE_FLOOR_NS`].
     fn probe_deadline(&self, members: &[Member], chosen: &BackendState, now: u64) -> Option<u64> {
         let (v, at) = chosen.peak_ewma()?;
         let answered = chosen.ewma()?.1;
         // The proxy holds this request's slot: more than one means the member is serving.
-        if !self.probe
-            || chosen.inflight() > 1
-            || (now.saturating_sub(at) as f64) < v
-            || now.saturating_sub(answered) >= FULL_MEASURE_NS
-        {
+        if !self.probe || chosen.inflight() > 1 || now.saturating_sub(answered) >= FULL_MEASURE_NS {
             return None;
         }
         let fastest = members
@@ -141,8 +138,10 @@ impl Strategy for PeakEwma {
             .filter_map(|m| m.state.ewma())
             .fold(f64::INFINITY, |low, (e, _)| low.min(e));
         let slow = v >= PROBE_RATIO * fastest && v - fastest >= PROBE_GAP_NS;
+        let idle = now.saturating_sub(at) as f64;
+        let decayed = fastest + (v - fastest) * (-idle / self.cost.idle_half_life_ns).exp2();
         let deadline = (1.25 * fastest + PROBE_MARGIN_NS).max(PROBE_FLOOR_NS);
-        (fastest.is_finite() && slow).then_some(deadline as u64)
+        (fastest.is_finite() && slow && PROBE_RATIO * decayed <= v).then_some(deadline as u64)
     }
 }
 
@@ -295,8 +294,12 @@ mod tests {
             s.probe_deadline(&m, &m[0].state, 1_001 * MS),
             Some(7_250_000)
         );
-        // Answered 100 ms ago, less than its own 250 ms: its estimate is current.
+        // Answered 100 ms ago: with a 150 ms half-life the decay took 37% off, not 75%. It
+        // is chosen for being less busy than the others, not for its decay.
         assert_eq!(s.probe_deadline(&m, &m[0].state, 101 * MS), None);
+        // About 314 ms is the line: after 2 half-lives 5 + 245 / 4 = 66 ms, above 250 / 4.
+        assert_eq!(s.probe_deadline(&m, &m[0].state, 301 * MS), None);
+        assert!(s.probe_deadline(&m, &m[0].state, 321 * MS).is_some());
         // Another request in flight: it is serving, not being probed.
         let other = InflightGuard::new(m[0].state.clone(), 1_000 * MS);
         assert_eq!(s.probe_deadline(&m, &m[0].state, 1_001 * MS), None);
