@@ -128,7 +128,14 @@ impl Strategy for PeakEwma {
         let (v, at) = chosen.peak_ewma()?;
         let answered = chosen.ewma()?.1;
         // The proxy holds this request's slot: more than one means the member is serving.
-        if !self.probe || chosen.inflight() > 1 || now.saturating_sub(answered) >= FULL_MEASURE_NS {
+        // The decay takes 3/4 off only after log2(3) = 1.58 half-lives (the others are at most
+        // a quarter of it): before 1.5, skip the scan. A member with traffic stops here.
+        let idle = now.saturating_sub(at) as f64;
+        if !self.probe
+            || chosen.inflight() > 1
+            || now.saturating_sub(answered) >= FULL_MEASURE_NS
+            || idle < 1.5 * self.cost.idle_half_life_ns
+        {
             return None;
         }
         let fastest = members
@@ -138,7 +145,6 @@ impl Strategy for PeakEwma {
             .filter_map(|m| m.state.ewma())
             .fold(f64::INFINITY, |low, (e, _)| low.min(e));
         let slow = v >= PROBE_RATIO * fastest && v - fastest >= PROBE_GAP_NS;
-        let idle = now.saturating_sub(at) as f64;
         let decayed = fastest + (v - fastest) * (-idle / self.cost.idle_half_life_ns).exp2();
         let deadline = (1.25 * fastest + PROBE_MARGIN_NS).max(PROBE_FLOOR_NS);
         (fastest.is_finite() && slow && PROBE_RATIO * decayed <= v).then_some(deadline as u64)
