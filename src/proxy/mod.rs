@@ -209,10 +209,12 @@ impl ProxyHttp for Proxy {
                 if ctx.tried.count() == 0 {
                     up.retry.on_request(now_ns());
                 } else {
-                    // After a probe's deadline, no backoff: the backend was slow, not overloaded.
-                    let wait = match ctx.probe {
-                        Some(_) => Duration::ZERO,
-                        None => up.retry.backoff(ctx.retries),
+                    // After a probe attempt (cut at its deadline), no backoff: the backend was
+                    // slow, not overloaded.
+                    let wait = if ctx.probe.is_some() {
+                        Duration::ZERO
+                    } else {
+                        up.retry.backoff(ctx.retries)
                     };
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
@@ -261,9 +263,7 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
-        if !replayable || ctx.response_started {
+        if !pick::replayable(session) || ctx.response_started {
             e.set_retry(false);
         } else if matches!(
             e.etype(),

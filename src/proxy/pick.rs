@@ -90,15 +90,19 @@ pub fn probe_deadline(
     up: &Upstream,
     s: &BackendState,
 ) -> Option<u64> {
-    let replayable =
-        session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated();
-    if !replayable || ctx.retries >= up.retry.attempts {
+    if !replayable(session) || ctx.retries >= up.retry.attempts {
         return None;
     }
     let deadline = up.probe_deadline(s, ctx.attempt_started_ns)?;
     up.retry
         .try_spend(ctx.attempt_started_ns)
         .then_some(deadline)
+}
+
+/// Whether the request can be sent again after it reached a backend: an idempotent method, and
+/// a body that still fits the retry buffer.
+pub fn replayable(session: &Session) -> bool {
+    session.req_header().method.is_idempotent() && !session.as_ref().retry_buffer_truncated()
 }
 
 /// Say why no backend was taken (in `ctx.local`) and build the 503.
