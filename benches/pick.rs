@@ -3,6 +3,11 @@
 //! tried). Target: <= 100 ns median. Each default strategy is also measured at 100 backends
 //! with slow start active (`<name>+slow_start`): a tenth of the members ramping at half weight.
 //!
+//! `probe_deadline/adaptive` measures the check the proxy runs once per request after the pick
+//! of `adaptive` (`Selector::probe_deadline`): on a member with traffic (`traffic`: returns
+//! after the idle test) and on an idle member that was slow (`re-try`: reads up to 16 other
+//! members' averages and computes a deadline).
+//!
 //! `cargo bench --bench pick` (or `make bench`).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -56,5 +61,27 @@ fn bench_picks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_picks);
+fn bench_probe_deadline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("probe_deadline");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for &n in &[3, 16, 100] {
+        let setup::Bench { selector, req, .. } =
+            &setup::bench("adaptive", &serde_yaml::Value::Null, n, false);
+        // Member 1 (not held busy): a 250 ms answer 2 s ago, idle since, so the decay chose it.
+        let slow = &selector.members()[1].state;
+        slow.record_success(250_000_000, req.now - 2_000_000_000);
+        assert!(selector.probe_deadline(slow, req.now).is_some());
+        let busy = &selector.members()[0].state;
+        assert!(selector.probe_deadline(busy, req.now).is_none());
+        for (label, s) in [("adaptive/traffic", busy), ("adaptive/re-try", slow)] {
+            group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+                b.iter(|| selector.probe_deadline(black_box(s), black_box(req.now)))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_picks, bench_probe_deadline);
 criterion_main!(benches);

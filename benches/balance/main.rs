@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! cargo build --release --bin portcullis
-//! cargo bench --bench balance -- [--rounds 3] [--secs 10] [--scenarios 0,1,2] [--targets adaptive,nginx]
+//! cargo bench --bench balance -- [--rounds 3] [--secs 10] [--scenarios 0,1,2] [--targets adaptive,nginx] [--slow-ms 100]
 //! ```
+//!
+//! `--slow-ms N` also lists, per run, the requests slower than N ms (due time, latency,
+//! backend): where a round's tail came from.
 //!
 //! Prints one line per run and, per scenario, a table of medians over the rounds: p50, p99,
 //! p99.9 (ms, counted from each request's due time), errors, and the share of b0 (the backend
@@ -30,6 +33,7 @@ struct Args {
     secs: f64,
     scenarios: Option<Vec<u8>>,
     targets: Option<Vec<String>>,
+    slow_ms: Option<f64>,
 }
 
 fn parse_args() -> Args {
@@ -38,6 +42,7 @@ fn parse_args() -> Args {
         secs: 10.0,
         scenarios: None,
         targets: None,
+        slow_ms: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -55,6 +60,7 @@ fn parse_args() -> Args {
                 )
             }
             "--targets" => a.targets = Some(value().split(',').map(String::from).collect()),
+            "--slow-ms" => a.slow_ms = Some(value().parse().expect("--slow-ms N")),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -172,7 +178,7 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
 async fn run_once(
     sc: &Scenario,
     target: &Target,
-    secs: f64,
+    (secs, slow_ms): (f64, Option<f64>),
     seed: u64,
 ) -> Result<RunStats, String> {
     let mut servers = Vec::new();
@@ -204,7 +210,24 @@ async fn run_once(
     )
     .await;
     drop(running);
+    if let Some(ms) = slow_ms {
+        print_slow(&samples, ms);
+    }
     Ok(RunStats::of(&samples, sc.backends, secs))
+}
+
+/// The requests slower than `ms`: due time (s), latency (ms), status and backend.
+fn print_slow(samples: &[load::Sample], ms: f64) {
+    let slow = samples.iter().filter(|s| s.latency_ns as f64 / 1e6 > ms);
+    for s in slow {
+        println!(
+            "#   slow: due {:.3} s, {:.1} ms, status {}, backend {:?}",
+            s.due_ns as f64 / 1e9,
+            s.latency_ns as f64 / 1e6,
+            s.status,
+            s.backend
+        );
+    }
 }
 
 fn main() {
@@ -246,7 +269,7 @@ fn main() {
                 if only.is_some_and(|o| !o.contains(&sc.id)) {
                     continue;
                 }
-                match rt.block_on(run_once(sc, t, args.secs, round as u64)) {
+                match rt.block_on(run_once(sc, t, (args.secs, args.slow_ms), round as u64)) {
                     Ok(s) => {
                         println!(
                             "round {round} scenario {} {:<32} {}",
