@@ -121,18 +121,18 @@ impl Strategy for PeakEwma {
     /// [`PROBE_RATIO`] × and [`PROBE_GAP_NS`] above the lowest moving average (what an answer
     /// takes, without the peak's pessimism) of the first [`PROBE_SCAN`] other members, the idle
     /// decay has taken at least `1 - 1 /` [`PROBE_RATIO`] of its estimate off (it was chosen
-    /// for the decay, not for being the least busy), nothing else is in flight on it, and it
-    /// completed an answer within [`FULL_MEASURE_NS`]. The deadline is `1.25 ×` that average `+`
+    /// for the decay, not for being the least busy), and it completed an answer within
+    /// [`FULL_MEASURE_NS`]. Requests already in flight on it do not matter: with no answer for
+    /// 1.5 half-lives they are re-tries too (a second pick during a re-try's deadline would
+    /// otherwise wait the full latency). The deadline is `1.25 ×` that average `+`
     /// [`PROBE_MARGIN_NS`], at least [`PROBE_FLOOR_NS`].
     fn probe_deadline(&self, members: &[Member], chosen: &BackendState, now: u64) -> Option<u64> {
         let (v, at) = chosen.peak_ewma()?;
         let answered = chosen.ewma()?.1;
-        // The proxy holds this request's slot: more than one means the member is serving.
         // The decay takes 3/4 off only after log2(3) = 1.58 half-lives (the others are at most
         // a quarter of it): before 1.5, skip the scan. A member with traffic stops here.
         let idle = now.saturating_sub(at) as f64;
         if !self.probe
-            || chosen.inflight() > 1
             || now.saturating_sub(answered) >= FULL_MEASURE_NS
             || idle < 1.5 * self.cost.idle_half_life_ns
         {
@@ -306,9 +306,13 @@ mod tests {
         // About 314 ms is the line: after 2 half-lives 5 + 245 / 4 = 66 ms, above 250 / 4.
         assert_eq!(s.probe_deadline(&m, &m[0].state, 301 * MS), None);
         assert!(s.probe_deadline(&m, &m[0].state, 321 * MS).is_some());
-        // Another request in flight: it is serving, not being probed.
+        // A second pick while the first re-try waits: a deadline too (it used to get none, and
+        // waited the full 250 ms in the balance benchmark).
         let other = InflightGuard::new(m[0].state.clone(), 1_000 * MS);
-        assert_eq!(s.probe_deadline(&m, &m[0].state, 1_001 * MS), None);
+        assert_eq!(
+            s.probe_deadline(&m, &m[0].state, 1_001 * MS),
+            Some(7_250_000)
+        );
         drop((own, other));
         // The fast members are never probed.
         assert_eq!(s.probe_deadline(&m, &m[1].state, 1_001 * MS), None);
