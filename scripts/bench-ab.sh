@@ -15,6 +15,12 @@
 # backends with upstream keep-alive and an access log to a file: a reference in the same run.
 # Columns: req/s, p50 and p99 (ms), proxy CPU-s per 10k requests, and that CPU split into
 # user and kernel microseconds per request.
+# PERF_STAT=1 adds four columns: syscalls, context switches and page faults per request of the
+# proxy's process tree during the measured run (perf stat: raw_syscalls:sys_enter,
+# context-switches, page-faults), and TCP segments sent per request on the whole machine
+# (nstat TcpOutSegs: client, proxy and backends; on loopback each segment is sent once).
+# PERF_RECORD=DIR also records CPU 1 (where the proxy runs) during each measured run, with call
+# graphs, into DIR/NAME-ROUND.data (perf record -C 1 -g), for perf report.
 # Only 127.0.0.1 is used; every run is bounded by wrk's duration.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +60,19 @@ http {
 NGX
   taskset -c 1 nginx -p "$1" -c "$1/px.conf" -e "$1/px-error.log" >"$1/out.log" 2>&1 & gw=$!; pids+=($gw)
 }
-printf '%-12s %8s %8s %8s %9s %8s %8s\n' name req/s p50ms p99ms cpu/10k user-us sys-us
+perf_start() { # PID: perf stat of PID's process tree for DURATION s, into $d/perf.csv
+  local p; p=$(echo "$1" $(pgrep -P "$1" || true) | tr ' ' ',')
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -p "$p" -o "$d/perf.csv" -- sleep "$DURATION" 2>"$d/perf.err" & pstat=$!
+}
+segs() { nstat -az TcpOutSegs | awk '$1=="TcpOutSegs" {print $2}'; }
+perf_cols() { # "syscalls context-switches" counted (after perf_start's run ended)
+  [[ -n ${PERF_STAT:-} ]] || return 0
+  awk -F, '$3=="raw_syscalls:sys_enter" {s=$1} $3=="context-switches" {c=$1} $3=="page-faults" {f=$1} END {print s+0, c+0, f+0}' "$d/perf.csv"
+  [[ -s $d/perf.csv ]] || cat "$d/perf.err" >&2
+}
+printf '%-12s %8s %8s %8s %9s %8s %8s' name req/s p50ms p99ms cpu/10k user-us sys-us
+[[ -n ${PERF_STAT:-} ]] && printf ' %8s %8s %8s %8s' sysc/req cs/req pf/req segs/req
+echo
 for r in $(seq "$rounds"); do
   for v in "$@"; do
     name=${v%%=*}; file=${v#*=}; bin=""
@@ -73,14 +91,26 @@ for r in $(seq "$rounds"); do
     [[ $(curl -sk -o /dev/null -w '%{http_code}' "$url") == 200 ]] || { echo "$name: not serving"; cat "$d/out.log"; exit 1; }
     timeout 30 taskset -c 0 wrk -t1 -c50 -d2s "$url" >/dev/null
     read -r u0 k0 < <(ticks $gw)
+    [[ -n ${PERF_STAT:-} ]] && { perf_start $gw; seg0=$(segs); }
+    if [[ -n ${PERF_RECORD:-} ]]; then
+      mkdir -p "$PERF_RECORD"
+      perf record -q -C 1 -g -o "$PERF_RECORD/$name-$r.data" -- sleep "$DURATION" >/dev/null 2>&1 & precord=$!
+    fi
     timeout $((DURATION + 30)) taskset -c 0 wrk -t1 -c50 -d"${DURATION}s" --latency "$url" >"$d/wrk.out"
     read -r u1 k1 < <(ticks $gw)
+    [[ -n ${PERF_STAT:-} ]] && { wait "$pstat" || true; }
+    [[ -n ${PERF_RECORD:-} ]] && { wait "$precord" || true; }
+    read -r sc cs pf < <(perf_cols; echo)
+    [[ -n ${PERF_STAT:-} ]] && seg=$(($(segs) - seg0))
     kill -INT $gw; wait $gw 2>/dev/null || true
     awk -v name="$name" -v u="$((u1 - u0))" -v k="$((k1 - k0))" -v hz="$(getconf CLK_TCK)" \
+      -v sc="${sc:-}" -v cs="${cs:-}" -v pf="${pf:-}" -v seg="${seg:-}" \
       'function ms(x){return x~/us$/?x/1000:x~/ms$/?x+0:x*1000}
       /requests in/ {n=$1} /^Requests\/sec/ {r=$2} $1=="50%" {p50=ms($2)} $1=="99%" {p99=ms($2)}
-      END {printf "%-12s %8.0f %8.2f %8.2f %9.3f %8.2f %8.2f\n", name, r, p50, p99,
-        (u + k) / hz * 10000 / n, u / hz * 1e6 / n, k / hz * 1e6 / n}' "$d/wrk.out" | tee -a "$W/rows"
+      END {printf "%-12s %8.0f %8.2f %8.2f %9.3f %8.2f %8.2f", name, r, p50, p99,
+        (u + k) / hz * 10000 / n, u / hz * 1e6 / n, k / hz * 1e6 / n
+        if (sc != "") printf " %8.2f %8.3f %8.3f %8.2f", sc / n, cs / n, pf / n, seg / n
+        printf "\n"}' "$d/wrk.out" | tee -a "$W/rows"
   done
 done
 echo "# medians over $rounds rounds"
@@ -93,5 +123,6 @@ for line in open(sys.argv[1]):
     rows[f[0]].append([float(x) for x in f[1:]])
 for name, vals in rows.items():
     med = [statistics.median(c) for c in zip(*vals)]
-    print(f"{name:12} {med[0]:8.0f} {med[1]:8.2f} {med[2]:8.2f} {med[3]:9.3f} {med[4]:8.2f} {med[5]:8.2f}")
+    extra = "".join(f" {m:8.3f}" for m in med[6:])
+    print(f"{name:12} {med[0]:8.0f} {med[1]:8.2f} {med[2]:8.2f} {med[3]:9.3f} {med[4]:8.2f} {med[5]:8.2f}{extra}")
 EOF
