@@ -11,9 +11,12 @@ strategies=("$@")
 [[ ${#strategies[@]} -gt 0 ]] || strategies=(round_robin weighted_round_robin random least_conn fastest_response adaptive consistent_hash ip_hash)
 N1=${N1:-20000}; N2=${N2:-220000}
 cd "$here"
-CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
+# A target directory of its own: with these overrides cargo would otherwise rebuild
+# target/release/portcullis without LTO (a benchmark builds the package's binaries).
+fast=${CARGO_TARGET_DIR:-$here/target/bench-fast}
+CARGO_TARGET_DIR=$fast CARGO_PROFILE_BENCH_LTO=false CARGO_PROFILE_BENCH_CODEGEN_UNITS=16 \
   cargo bench --locked --bench pick_instructions --no-run 2>&1 | tail -1 >&2
-bin=$(ls -t target/release/deps/pick_instructions-* | grep -v '\.d$' | head -1)
+bin=$(ls -t "$fast"/release/deps/pick_instructions-* | grep -v '\.d$' | head -1)
 W=$(mktemp -d /tmp/pick-ir.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 ir() { # strategy slow iterations
