@@ -65,7 +65,7 @@ perf_start() { # PID: perf stat of PID's process tree for DURATION s, into $d/pe
   perf stat -x, -e raw_syscalls:sys_enter,context-switches,page-faults -p "$p" -o "$d/perf.csv" -- sleep "$DURATION" 2>"$d/perf.err" & pstat=$!
 }
 segs() { nstat -az TcpOutSegs | awk '$1=="TcpOutSegs" {print $2}'; }
-perf_cols() { # "syscalls context-switches" counted (after perf_start's run ended)
+perf_cols() { # "syscalls context-switches page-faults" counted (after perf_start's run ended)
   [[ -n ${PERF_STAT:-} ]] || return 0
   awk -F, '$3=="raw_syscalls:sys_enter" {s=$1} $3=="context-switches" {c=$1} $3=="page-faults" {f=$1} END {print s+0, c+0, f+0}' "$d/perf.csv"
   [[ -s $d/perf.csv ]] || cat "$d/perf.err" >&2

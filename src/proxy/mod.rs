@@ -209,8 +209,9 @@ impl ProxyHttp for Proxy {
                 if ctx.tried.count() == 0 {
                     up.retry.on_request(now_ns());
                 } else {
-                    // After a probe attempt (cut at its deadline), no backoff: the backend was
-                    // slow, not overloaded.
+                    // After any probe attempt (cut at its deadline or failed otherwise), no
+                    // backoff: its backend was picked for a decayed estimate, not as the least
+                    // loaded, and the retry goes to another one.
                     let wait = if ctx.probe.is_some() {
                         Duration::ZERO
                     } else {

@@ -294,8 +294,9 @@ mod tests {
         m[1].state.record_success(5 * MS, MS);
         m[2].state.record_success(8 * MS, MS);
         let s = strategy("{}", &m);
-        let own = InflightGuard::new(m[0].state.clone(), 1_000 * MS); // the probe's own slot
-                                                                      // Idle for 1 s, 50 x the fastest other: 1.25 x 5 ms + 1 ms.
+        // The probe's own slot, as the proxy holds it.
+        let own = InflightGuard::new(m[0].state.clone(), 1_000 * MS);
+        // Idle for 1 s, 50 x the fastest other: 1.25 x 5 ms + 1 ms.
         assert_eq!(
             s.probe_deadline(&m, &m[0].state, 1_001 * MS),
             Some(7_250_000)
