@@ -3,9 +3,13 @@
 //! member is at its cap the caller waits, bounded in count and time, for a slot to free.
 //!
 //! The cap is taken with a compare-and-swap on the backend's in-flight count, so it holds
-//! exactly under concurrency. A released slot wakes one waiter (FIFO); a waiter also looks
+//! exactly under concurrency. A released slot wakes one waiter, the oldest; a waiter also looks
 //! again every [`RECHECK`], so a slot freed elsewhere (another upstream sharing the backend,
 //! a health change) is never missed for long.
+//!
+//! First come, first served: while requests wait, a newcomer queues behind them instead of
+//! taking the slot just freed for the oldest. Without that, under load a waiter lost most
+//! such races to arrivals, and every lost race sent it to the back of the queue.
 
 use crate::balance::{BackendState, InflightGuard};
 use crate::config::model::UpstreamConfig;
@@ -137,10 +141,17 @@ impl Admission {
         pick: &mut PickFn<'_>,
         timed_at: Option<u64>,
     ) -> Result<InflightGuard, Refusal> {
-        match self.try_take(pick, timed_at) {
-            Taken::Slot(g) => return Ok(g),
-            Taken::None => return Err(Refusal::NoBackend),
-            Taken::Full => {}
+        // Others waiting: a slot free now was freed for the oldest of them.
+        let behind = self.waiting.load(Relaxed) > 0;
+        if behind && pick(&|_| true).is_none() {
+            return Err(Refusal::NoBackend);
+        }
+        if !behind {
+            match self.try_take(pick, timed_at) {
+                Taken::Slot(g) => return Ok(g),
+                Taken::None => return Err(Refusal::NoBackend),
+                Taken::Full => {}
+            }
         }
         if self
             .waiting
@@ -153,7 +164,9 @@ impl Admission {
         self.series.queued.inc();
         self.series.depth.inc();
         let start = Instant::now();
-        let result = self.wait(pick, timed_at, start + self.timeout).await;
+        let result = self
+            .wait(pick, timed_at, start + self.timeout, behind)
+            .await;
         self.waiting.fetch_sub(1, Relaxed);
         self.series.depth.dec();
         self.series.wait.observe(start.elapsed().as_secs_f64());
@@ -170,16 +183,20 @@ impl Admission {
         pick: &mut PickFn<'_>,
         timed_at: Option<u64>,
         deadline: Instant,
+        mut behind: bool,
     ) -> Result<InflightGuard, Refusal> {
         loop {
             // Registered before looking, so a slot released in between still wakes us.
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.try_take(pick, timed_at) {
-                Taken::Slot(g) => return Ok(g),
-                Taken::None => return Err(Refusal::NoBackend),
-                Taken::Full => {}
+            // Queued behind others: the first look waits for our turn (a wake-up or a recheck).
+            if !std::mem::take(&mut behind) {
+                match self.try_take(pick, timed_at) {
+                    Taken::Slot(g) => return Ok(g),
+                    Taken::None => return Err(Refusal::NoBackend),
+                    Taken::Full => {}
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -237,6 +254,38 @@ mod tests {
         );
         drop(g1);
         assert_eq!(waiter.await.unwrap(), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_queues_behind_a_waiter_for_a_freed_slot() {
+        let s = BackendState::detached("127.0.0.1:1".parse().unwrap());
+        let a = Arc::new(admission(1, 4, 5_000));
+        let held = a.acquire(&mut *picker(&s), None).await.unwrap();
+        let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
+        let first = tokio::spawn(async move { a2.acquire(&mut *picker(&s2), None).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the first waiter never queued");
+            tokio::task::yield_now().await;
+        }
+        // The slot frees; the waiter is woken but has not run yet when a newcomer asks.
+        drop(held);
+        let mut pk = picker(&s);
+        let mut second = Box::pin(a.acquire(&mut *pk, None));
+        let barged = tokio::select! {
+            biased;
+            r = &mut second => Some(r.is_ok()),
+            _ = std::future::ready(()) => None,
+        };
+        assert_eq!(
+            barged, None,
+            "the newcomer took the slot freed for the waiter"
+        );
+        let g = first.await.unwrap().expect("the waiter gets the slot");
+        assert_eq!(a.waiting(), 1, "the newcomer waits");
+        drop(g);
+        assert!(second.await.is_ok());
+        assert_eq!(a.waiting(), 0);
     }
 
     #[tokio::test]
