@@ -6,6 +6,7 @@
 //! ```text
 //! cargo build --release --bin portcullis
 //! cargo bench --bench balance -- [--rounds 3] [--secs 10] [--scenarios 0,1,2] [--targets adaptive,nginx] [--slow-ms 100]
+//! (`--targets`: labels containing any of the words; `=label` for one label exactly)
 //! ```
 //!
 //! `--slow-ms N` also lists, per run, the requests slower than N ms (due time, latency,
@@ -88,6 +89,16 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
                 .into(),
         },
     };
+    // The gateway holds the queue: each backend gets one request at a time (its own
+    // concurrency in scenarios 5 and 7), the rest wait in the upstream's FIFO queue.
+    let held = |label: &str, strategy: &str| Target {
+        label: label.into(),
+        kind: Kind::Portcullis {
+            strategy: strategy.into(),
+            filters: "[]".into(),
+            upstream: "max_connections: 1, queue: { size: 1000, timeout: 10s },".into(),
+        },
+    };
     let t = |label: &str, kind| Target {
         label: label.into(),
         kind,
@@ -144,6 +155,18 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
                 "[ { kind: circuit_breaker } ]",
             ),
             Some(&[4][..]),
+        ),
+        (
+            held("portcullis round_robin, queue held", "round_robin"),
+            Some(&[5, 7][..]),
+        ),
+        (
+            held("portcullis least_conn, queue held", "least_conn"),
+            Some(&[5, 7][..]),
+        ),
+        (
+            held("portcullis adaptive, queue held", "adaptive"),
+            Some(&[5, 7][..]),
         ),
         (
             t("nginx round robin", Kind::Nginx { least_conn: false }),
@@ -248,10 +271,12 @@ fn main() {
     let targets: Vec<_> = targets()
         .into_iter()
         .filter(|(t, _)| {
-            let wanted = args
-                .targets
-                .as_ref()
-                .is_none_or(|f| f.iter().any(|w| t.label.contains(w.as_str())));
+            let wanted = args.targets.as_ref().is_none_or(|f| {
+                f.iter().any(|w| match w.strip_prefix('=') {
+                    Some(exact) => t.label == exact,
+                    None => t.label.contains(w.as_str()),
+                })
+            });
             if wanted && !t.available() {
                 println!("# {}: not installed, left out", t.label);
             }
