@@ -24,6 +24,11 @@ use tokio::sync::Notify;
 /// Longest a waiter sleeps before looking again without a wake-up.
 pub const RECHECK: Duration = Duration::from_millis(100);
 
+/// A newcomer that queued behind others looks for itself after this, woken or not: the oldest
+/// waiter has run by then, and a burst of releases can free more slots than it wakes waiters
+/// (tokio's `Notify` keeps one permit, not a count).
+const BEHIND_RECHECK: Duration = Duration::from_millis(1);
+
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -191,7 +196,8 @@ impl Admission {
             tokio::pin!(notified);
             notified.as_mut().enable();
             // Queued behind others: the first look waits for our turn (a wake-up or a recheck).
-            if !std::mem::take(&mut behind) {
+            let first_behind = std::mem::take(&mut behind);
+            if !first_behind {
                 match self.try_take(pick, timed_at) {
                     Taken::Slot(g) => return Ok(g),
                     Taken::None => return Err(Refusal::NoBackend),
@@ -202,7 +208,11 @@ impl Admission {
             if now >= deadline {
                 return Err(Refusal::QueueTimeout);
             }
-            let nap = (deadline - now).min(RECHECK);
+            let nap = (deadline - now).min(if first_behind {
+                BEHIND_RECHECK
+            } else {
+                RECHECK
+            });
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
@@ -286,6 +296,51 @@ mod tests {
         drop(g);
         assert!(second.await.is_ok());
         assert_eq!(a.waiting(), 0);
+    }
+
+    /// Three slots free at once while one request waits: the first release wakes it, the
+    /// second leaves `Notify`'s one permit, the third wakes nobody. A second newcomer still
+    /// gets the third slot at its first recheck, not after [`RECHECK`].
+    #[tokio::test]
+    async fn a_newcomer_behind_others_finds_a_slot_freed_in_a_burst() {
+        let s = BackendState::detached("127.0.0.1:1".parse().unwrap());
+        let a = Arc::new(admission(3, 8, 5_000));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(a.acquire(&mut *picker(&s), None).await.unwrap());
+        }
+        let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
+        let first = tokio::spawn(async move { a2.acquire(&mut *picker(&s2), None).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the first waiter never queued");
+            tokio::task::yield_now().await;
+        }
+        held.clear();
+        let (mut p1, mut p2) = (picker(&s), picker(&s));
+        let mut n1 = Box::pin(a.acquire(&mut *p1, None));
+        let mut n2 = Box::pin(a.acquire(&mut *p2, None));
+        // The first newcomer takes the permit's slot (and holds it); the second must wait.
+        let got1 = tokio::select! {
+            biased;
+            r = &mut n1 => Some(r),
+            _ = std::future::ready(()) => None,
+        };
+        assert!(matches!(got1, Some(Ok(_))), "{got1:?}");
+        let pending = tokio::select! {
+            biased;
+            _ = &mut n2 => false,
+            _ = std::future::ready(()) => true,
+        };
+        assert!(pending, "the second newcomer did not queue");
+        let t = Instant::now();
+        let got = tokio::time::timeout(Duration::from_millis(50), &mut n2).await;
+        assert!(
+            matches!(got, Ok(Ok(_))),
+            "no slot after {:?}: {got:?}",
+            t.elapsed()
+        );
+        assert!(first.await.unwrap().is_ok());
     }
 
     #[tokio::test]
