@@ -31,9 +31,12 @@ pub struct Target {
     pub kind: Kind,
 }
 
-/// Processes of one started target; killed (by PID) when dropped.
+/// Processes of one started target; stopped (by PID) when dropped.
 pub struct Running {
     children: Vec<Child>,
+    /// nginx: its workers outlive a killed master, so it is asked to stop (SIGTERM: the
+    /// master stops its workers, then exits) before it is killed.
+    term_first: bool,
     pub urls: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -41,9 +44,28 @@ pub struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         for c in &mut self.children {
+            if self.term_first {
+                stop_gently(c);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// SIGTERM, then up to 3 s for the process to exit.
+fn stop_gently(c: &mut Child) {
+    let Ok(pid) = i32::try_from(c.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) on our own child's PID, which is not reaped until `wait` below.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -88,6 +110,7 @@ impl Target {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut run = Running {
             children: Vec::new(),
+            term_first: matches!(self.kind, Kind::Nginx { .. }),
             urls: Vec::new(),
             _dir: dir,
         };
