@@ -88,7 +88,7 @@ def simulate_held(mean_s, requests, seed, gateways):
 
     def start(now, i):
         nonlocal seq
-        arrived, s, g = at_server[i][0]
+        s = at_server[i][0][1]  # (arrival time, service time, gateway)
         heapq.heappush(events, (now + s, seq, "done", i))
         seq += 1
 

@@ -79,25 +79,31 @@ fn targets() -> Vec<(Target, Option<&'static [u8]>)> {
             upstream: String::new(),
         },
     };
-    // An HTTP health check every 250 ms: its answer time measures idle backends.
-    let health = |label: &str, strategy: &str| Target {
+    // A strategy with extra upstream keys and no filters.
+    let with_upstream = |label: &str, strategy: &str, upstream: &str| Target {
         label: label.into(),
         kind: Kind::Portcullis {
             strategy: strategy.into(),
             filters: "[]".into(),
-            upstream: "health_check: { kind: http, path: /healthz, interval: 250ms, timeout: 3s },"
-                .into(),
+            upstream: upstream.into(),
         },
+    };
+    // An HTTP health check every 250 ms: its answer time measures idle backends.
+    let health = |label: &str, strategy: &str| {
+        with_upstream(
+            label,
+            strategy,
+            "health_check: { kind: http, path: /healthz, interval: 250ms, timeout: 3s },",
+        )
     };
     // The gateway holds the queue: each backend gets one request at a time (its own
     // concurrency in scenarios 5 and 7), the rest wait in the upstream's FIFO queue.
-    let held = |label: &str, strategy: &str| Target {
-        label: label.into(),
-        kind: Kind::Portcullis {
-            strategy: strategy.into(),
-            filters: "[]".into(),
-            upstream: "max_connections: 1, queue: { size: 1000, timeout: 10s },".into(),
-        },
+    let held = |label: &str, strategy: &str| {
+        with_upstream(
+            label,
+            strategy,
+            "max_connections: 1, queue: { size: 1000, timeout: 10s },",
+        )
     };
     let t = |label: &str, kind| Target {
         label: label.into(),

@@ -111,11 +111,16 @@ impl Admission {
         self.waiting.load(Relaxed)
     }
 
+    /// Whether `s` has a slot free under the cap.
+    fn has_room(&self, s: &BackendState) -> bool {
+        self.cap == 0 || s.inflight() < self.cap
+    }
+
     fn try_take(&self, pick: &mut PickFn<'_>, timed_at: Option<u64>) -> Taken {
         let cap = self.cap;
         // A member that fills between the pick and the take is picked around (bounded).
         for _ in 0..4 {
-            let Some(s) = pick(&|s: &BackendState| cap == 0 || s.inflight() < cap) else {
+            let Some(s) = pick(&|s: &BackendState| self.has_room(s)) else {
                 break;
             };
             if let Some(g) = InflightGuard::try_new(&s, cap, timed_at) {
@@ -143,10 +148,11 @@ impl Admission {
     ) -> Result<InflightGuard, Refusal> {
         // Others waiting: a slot free now was freed for the oldest of them.
         let behind = self.waiting.load(Relaxed) > 0;
-        if behind && pick(&|_| true).is_none() {
-            return Err(Refusal::NoBackend);
-        }
-        if !behind {
+        if behind {
+            if pick(&|_| true).is_none() {
+                return Err(Refusal::NoBackend);
+            }
+        } else {
             match self.try_take(pick, timed_at) {
                 Taken::Slot(g) => return Ok(g),
                 Taken::None => return Err(Refusal::NoBackend),
@@ -182,9 +188,7 @@ impl Admission {
     /// next. A burst of releases can free more slots than it woke waiters (tokio's `Notify`
     /// keeps one permit, not a count), and the rest would otherwise wait for a recheck.
     fn pass_on(&self, pick: &mut PickFn<'_>) {
-        let cap = self.cap;
-        if self.waiting.load(Relaxed) > 1 && pick(&|s: &BackendState| s.inflight() < cap).is_some()
-        {
+        if self.waiting.load(Relaxed) > 1 && pick(&|s: &BackendState| self.has_room(s)).is_some() {
             self.notify.notify_one();
         }
     }
@@ -244,6 +248,30 @@ mod tests {
         Box::new(move |ok: &dyn Fn(&BackendState) -> bool| ok(s).then(|| Arc::clone(s)))
     }
 
+    /// A request for a slot of `s`, spawned, once it waits in `a`'s queue.
+    async fn queued_waiter(
+        a: &Arc<Admission>,
+        s: &Arc<BackendState>,
+    ) -> tokio::task::JoinHandle<Result<InflightGuard, Refusal>> {
+        let (a2, s2) = (Arc::clone(a), Arc::clone(s));
+        let waiter = tokio::spawn(async move { a2.acquire(&mut *picker(&s2), None).await });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the waiter never queued");
+            tokio::task::yield_now().await;
+        }
+        waiter
+    }
+
+    /// Polls `f` once: its output if it is ready, `None` if it is pending.
+    async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            r = f => Some(r),
+            _ = std::future::ready(()) => None,
+        }
+    }
+
     #[tokio::test]
     async fn the_cap_holds_and_a_waiter_gets_the_freed_slot() {
         let s = BackendState::detached("127.0.0.1:1".parse().unwrap());
@@ -251,23 +279,15 @@ mod tests {
         let g1 = a.acquire(&mut *picker(&s), None).await.unwrap();
         let _g2 = a.acquire(&mut *picker(&s), None).await.unwrap();
         assert_eq!(s.inflight(), 2);
-        let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
-        let waiter = tokio::spawn(async move {
-            let got = a2.acquire(&mut *picker(&s2), None).await;
-            got.map(|g| g.state().inflight())
-        });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while a.waiting() == 0 {
-            assert!(Instant::now() < deadline, "the third never queued");
-            tokio::task::yield_now().await;
-        }
+        let waiter = queued_waiter(&a, &s).await;
         // The queue (size 1) is full: a fourth is refused at once.
         assert_eq!(
             a.acquire(&mut *picker(&s), None).await.err(),
             Some(Refusal::QueueFull)
         );
         drop(g1);
-        assert_eq!(waiter.await.unwrap(), Ok(2));
+        let got = waiter.await.unwrap();
+        assert_eq!(got.map(|g| g.state().inflight()), Ok(2));
     }
 
     #[tokio::test]
@@ -275,22 +295,12 @@ mod tests {
         let s = BackendState::detached("127.0.0.1:1".parse().unwrap());
         let a = Arc::new(admission(1, 4, 5_000));
         let held = a.acquire(&mut *picker(&s), None).await.unwrap();
-        let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
-        let first = tokio::spawn(async move { a2.acquire(&mut *picker(&s2), None).await });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while a.waiting() == 0 {
-            assert!(Instant::now() < deadline, "the first waiter never queued");
-            tokio::task::yield_now().await;
-        }
+        let first = queued_waiter(&a, &s).await;
         // The slot frees; the waiter is woken but has not run yet when a newcomer asks.
         drop(held);
         let mut pk = picker(&s);
         let mut second = Box::pin(a.acquire(&mut *pk, None));
-        let barged = tokio::select! {
-            biased;
-            r = &mut second => Some(r.is_ok()),
-            _ = std::future::ready(()) => None,
-        };
+        let barged = poll_once(&mut second).await.map(|r| r.is_ok());
         assert_eq!(
             barged, None,
             "the newcomer took the slot freed for the waiter"
@@ -314,23 +324,13 @@ mod tests {
         for _ in 0..3 {
             held.push(a.acquire(&mut *picker(&s), None).await.unwrap());
         }
-        let (a2, s2) = (Arc::clone(&a), Arc::clone(&s));
-        let first = tokio::spawn(async move { a2.acquire(&mut *picker(&s2), None).await });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while a.waiting() == 0 {
-            assert!(Instant::now() < deadline, "the first waiter never queued");
-            tokio::task::yield_now().await;
-        }
+        let first = queued_waiter(&a, &s).await;
         held.clear();
         let (mut p1, mut p2) = (picker(&s), picker(&s));
         let mut n1 = Box::pin(a.acquire(&mut *p1, None));
         let mut n2 = Box::pin(a.acquire(&mut *p2, None));
         // The first newcomer takes the permit's slot (and holds it); the second must wait.
-        let got1 = tokio::select! {
-            biased;
-            r = &mut n1 => Some(r),
-            _ = std::future::ready(()) => None,
-        };
+        let got1 = poll_once(&mut n1).await;
         assert!(matches!(got1, Some(Ok(_))), "{got1:?}");
         let t = Instant::now();
         let got = tokio::time::timeout(Duration::from_millis(50), &mut n2).await;
