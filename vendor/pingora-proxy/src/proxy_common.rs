@@ -175,6 +175,28 @@ impl ConnectionNominations {
     }
 }
 
+/// portcullis patch (vendor/README.md): whether `req` has a field that the sanitizers act on:
+/// a standard hop-by-hop field, or `Connection`, which alone can nominate others. Without one,
+/// each sanitizer is a no-op (no nominations to parse or remove, no upgrade, nothing to strip),
+/// and one scan of the names replaces about a dozen hashed map removals per request.
+fn has_hop_by_hop_field(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "upgrade"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | KEEP_ALIVE
+                | PROXY_CONNECTION
+                | HTTP2_SETTINGS
+        )
+    })
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
@@ -333,7 +355,7 @@ pub(crate) fn sanitize_h1_upstream_request(
     policy: HttpUpstreamRequestPolicy,
     downstream_is_http11: bool,
 ) -> Result<()> {
-    if policy == HttpUpstreamRequestPolicy::preserve() {
+    if policy == HttpUpstreamRequestPolicy::preserve() || !has_hop_by_hop_field(req) {
         return Ok(());
     }
 
@@ -398,6 +420,9 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
+    if !has_hop_by_hop_field(req) {
+        return Ok(());
+    }
     if policy.strip_connection_nominated {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
