@@ -5,6 +5,7 @@
 //! out every 100 ms, so the request path makes no syscall. Only if lines pile up past 8 MiB
 //! (the disk cannot keep up) does a request write them itself, which bounds memory.
 
+pub use crate::observe::json::{json_bytes, json_str};
 use crate::request::forwarded::write_ip;
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -314,39 +315,6 @@ fn write_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     }
 }
 
-/// Append `s` as a JSON string literal.
-pub fn json_str(out: &mut Vec<u8>, s: &str) {
-    json_bytes(out, s.as_bytes());
-}
-
-/// Append bytes (UTF-8, invalid sequences replaced) as a JSON string literal.
-pub fn json_bytes(out: &mut Vec<u8>, s: &[u8]) {
-    out.push(b'"');
-    if s.iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x80)
-    {
-        out.extend_from_slice(s);
-    } else {
-        for c in String::from_utf8_lossy(s).chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                c if (c as u32) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => {
-                    let mut b = [0; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
-}
-
 thread_local! {
     /// The `YYYY-MM-DDTHH:MM:SS.` prefix of the current second, formatted once per second.
     static SECOND: RefCell<(u64, [u8; 20])> = const { RefCell::new((u64::MAX, [0; 20])) };
@@ -419,17 +387,6 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
-    }
-
-    #[test]
-    fn escapes_only_what_json_needs() {
-        let mut out = Vec::new();
-        json_str(&mut out, "plain/path?q=1");
-        json_str(&mut out, "a\"b\\c\nd\u{1}é");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "\"plain/path?q=1\"\"a\\\"b\\\\c\\nd\\u0001é\""
-        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod access_log;
 pub mod events;
 pub mod fleet_metrics;
+pub mod json;
 pub mod l4_metrics;
 pub mod labels;
 pub mod metrics;
