@@ -245,6 +245,15 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
+            _ if buf_to_rewind.len() >= cl => {
+                // portcullis patch (vendor/README.md): the whole body came in with the header,
+                // so no read follows and a buffer of its size holds it. A 64 KiB buffer here
+                // cost every small response 64 KiB while it was proxied, shared by its bytes
+                // until the client had taken them.
+                self.rewind_buf_len = buf_to_rewind.len();
+                self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                self.body_state = PS::Partial(0, cl);
+            }
             _ => {
                 self.prepare_buf(buf_to_rewind);
                 self.body_state = PS::Partial(0, cl);
