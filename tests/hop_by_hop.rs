@@ -76,20 +76,6 @@ fn serve(mut conn: TcpStream, kept: &Mutex<Vec<String>>) {
     }
 }
 
-fn config(backend: SocketAddr) -> String {
-    format!(
-        r#"
-listeners:
-  - {{ name: web, address: "{{listen}}" }}
-access_log: off
-routes:
-  - {{ name: all, upstream: pool }}
-upstreams:
-  - {{ name: pool, backends: [{{ address: "{backend}" }}] }}
-"#
-    )
-}
-
 /// Send one keep-alive request with `extra` header lines on a new connection; the answer.
 fn send(gw: &Gateway, extra: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
@@ -116,7 +102,7 @@ const HOP_BY_HOP: &[&str] = &[
 #[test]
 fn a_request_without_hop_by_hop_fields_arrives_whole() {
     let rec = Recorder::start();
-    let gw = Gateway::start(&config(rec.addr));
+    let gw = Gateway::start(&one_route_to(rec.addr, "", "", ""));
     let r = send(&gw, "Accept: text/plain\r\nX-Other: 2\r\n");
     assert!(r.starts_with(b"HTTP/1.1 200"), "{r:?}");
     let names = rec.last_names(0);
@@ -128,7 +114,7 @@ fn a_request_without_hop_by_hop_fields_arrives_whole() {
 #[test]
 fn each_hop_by_hop_field_is_stripped_alone_and_together() {
     let rec = Recorder::start();
-    let gw = Gateway::start(&config(rec.addr));
+    let gw = Gateway::start(&one_route_to(rec.addr, "", "", ""));
     let name = |line: &str| line.split(':').next().unwrap().to_ascii_lowercase();
     for line in HOP_BY_HOP {
         let before = rec.count();

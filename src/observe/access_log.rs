@@ -5,7 +5,7 @@
 //! out every 100 ms, so the request path makes no syscall. Only if lines pile up past 8 MiB
 //! (the disk cannot keep up) does a request write them itself, which bounds memory.
 
-pub use crate::observe::json::{json_bytes, json_str};
+use crate::observe::json::{json_bytes, json_str};
 use crate::request::forwarded::write_ip;
 use std::cell::RefCell;
 use std::fs::OpenOptions;

@@ -531,6 +531,16 @@ pub fn get(c: &reqwest::blocking::Client, url: &str) -> (u16, String) {
 /// `, client: { ... }`), one route through `filters` to an upstream of backend 0, access log
 /// off, and `top_extra` (whole top-level sections) at the end.
 pub fn one_route(b: &Backends, listener_extra: &str, filters: &str, top_extra: &str) -> String {
+    one_route_to(b.addr(0), listener_extra, filters, top_extra)
+}
+
+/// [`one_route`] to a backend at `backend` that is not one of [`Backends`].
+pub fn one_route_to(
+    backend: SocketAddr,
+    listener_extra: &str,
+    filters: &str,
+    top_extra: &str,
+) -> String {
     format!(
         r#"
 listeners:
@@ -541,9 +551,8 @@ routes:
     upstream: pool
     filters: [{filters}]
 upstreams:
-  - {{ name: pool, backends: [{{ address: "{a}" }}] }}
-{top_extra}"#,
-        a = b.addr(0)
+  - {{ name: pool, backends: [{{ address: "{backend}" }}] }}
+{top_extra}"#
     )
 }
 

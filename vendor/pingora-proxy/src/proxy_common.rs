@@ -175,39 +175,36 @@ impl ConnectionNominations {
     }
 }
 
+/// portcullis patch (vendor/README.md): the standard hop-by-hop fields, one list for the
+/// strip and for the scan that decides whether to strip at all.
+const STANDARD_HOP_BY_HOP: [HeaderName; 10] = [
+    HeaderName::from_static(KEEP_ALIVE),
+    HeaderName::from_static(PROXY_CONNECTION),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+    header::UPGRADE,
+    HeaderName::from_static(HTTP2_SETTINGS),
+];
+
 /// portcullis patch (vendor/README.md): whether `req` has a field that the sanitizers act on:
-/// a standard hop-by-hop field, or `Connection`, which alone can nominate others. Without one,
-/// each sanitizer is a no-op (no nominations to parse or remove, no upgrade, nothing to strip),
-/// and one scan of the names replaces about a dozen hashed map removals per request.
+/// a standard hop-by-hop field, among them `Connection`, which alone can nominate others.
+/// Without one, each sanitizer is a no-op (no nominations to parse or remove, no upgrade,
+/// nothing to strip), and one scan of the names replaces about a dozen hashed map removals
+/// per request.
 fn has_hop_by_hop_field(req: &RequestHeader) -> bool {
-    req.headers.keys().any(|name| {
-        matches!(
-            name.as_str(),
-            "connection"
-                | "upgrade"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | KEEP_ALIVE
-                | PROXY_CONNECTION
-                | HTTP2_SETTINGS
-        )
-    })
+    req.headers
+        .keys()
+        .any(|name| STANDARD_HOP_BY_HOP.contains(name))
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    for name in &STANDARD_HOP_BY_HOP {
+        req.remove_header(name);
+    }
 }
 
 /// Set H1 `Host` from the URI or absolute-form authority.

@@ -174,7 +174,12 @@ impl BodyReader {
     }
 
     fn prepare_buf(&mut self, buf_to_rewind: &[u8]) {
-        let mut body_buf = BytesMut::with_capacity(self.body_buf_size.max(buf_to_rewind.len()));
+        self.prepare_buf_of(buf_to_rewind, self.body_buf_size);
+    }
+
+    /// [`Self::prepare_buf`] with room for `size` bytes (at least `buf_to_rewind`'s).
+    fn prepare_buf_of(&mut self, buf_to_rewind: &[u8], size: usize) {
+        let mut body_buf = BytesMut::with_capacity(size.max(buf_to_rewind.len()));
         if !buf_to_rewind.is_empty() {
             self.rewind_buf_len = buf_to_rewind.len();
             // TODO: this is still 1 copy. Make it zero
@@ -245,17 +250,17 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
-            _ if buf_to_rewind.len() >= cl => {
-                // portcullis patch (vendor/README.md): the whole body came in with the header,
-                // so no read follows and a buffer of its size holds it. A 64 KiB buffer here
-                // cost every small response 64 KiB while it was proxied, shared by its bytes
-                // until the client had taken them.
-                self.rewind_buf_len = buf_to_rewind.len();
-                self.body_buf = Some(BytesMut::from(buf_to_rewind));
-                self.body_state = PS::Partial(0, cl);
-            }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // portcullis patch (vendor/README.md): when the whole body came in with the
+                // header, no read follows and a buffer of its size holds it. A 64 KiB buffer
+                // here cost every small response 64 KiB while it was proxied, shared by its
+                // bytes until the client had taken them.
+                let size = if buf_to_rewind.len() >= cl {
+                    0
+                } else {
+                    self.body_buf_size
+                };
+                self.prepare_buf_of(buf_to_rewind, size);
                 self.body_state = PS::Partial(0, cl);
             }
         }
