@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod filters;
 pub mod gateway;
 pub mod health;
+pub mod jobs;
 pub mod l4;
 pub mod observe;
 pub mod proxy;

@@ -64,6 +64,16 @@ fn content_hash(path: &Path) -> Option<u64> {
     Some(h.finish())
 }
 
+/// `f(path)` on the blocking pool: a file system call can block, and the watch shares its
+/// runtime thread with the other background jobs.
+async fn off_worker<T: Send + 'static>(path: &Path, f: fn(&Path) -> Option<T>) -> Option<T> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || f(&path))
+        .await
+        .ok()
+        .flatten()
+}
+
 #[async_trait]
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -75,8 +85,8 @@ impl BackgroundService for ConfigWatcher {
                 None
             }
         };
-        let mut last_stamp = stamp(&path);
-        let mut last_hash = content_hash(&path);
+        let mut last_stamp = off_worker(&path, stamp).await;
+        let mut last_hash = off_worker(&path, content_hash).await;
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         if self.watch_file {
@@ -89,16 +99,16 @@ impl BackgroundService for ConfigWatcher {
             tokio::select! {
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.control.reload("SIGHUP").await;
-                    last_stamp = stamp(&path);
-                    last_hash = content_hash(&path);
+                    last_stamp = off_worker(&path, stamp).await;
+                    last_hash = off_worker(&path, content_hash).await;
                 }
                 _ = tick.tick(), if self.watch_file => {
-                    let now = stamp(&path);
+                    let now = off_worker(&path, stamp).await;
                     if now == last_stamp {
                         continue;
                     }
                     last_stamp = now;
-                    let hash = content_hash(&path);
+                    let hash = off_worker(&path, content_hash).await;
                     if hash.is_some() && hash != last_hash {
                         last_hash = hash;
                         let _ = self.control.reload("file change").await;

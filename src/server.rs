@@ -4,25 +4,22 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::model::Protocol;
 use crate::config::model::ServerSection;
-use crate::control::{self, ControlHandle, ControlQueue, DiscoveryLink, HealthLink};
+use crate::control::{self, ControlHandle, ControlQueue};
 use crate::gateway::Gateway;
-use crate::health::HealthService;
+use crate::jobs::Background;
 use crate::observe::metrics_service::MetricsApp;
 use crate::proxy::connections::ConnectionCounter;
 use crate::proxy::guard::{ClientGuard, DeadlineSource, Deadlines};
 use crate::proxy::Proxy;
-use crate::reload::ConfigWatcher;
 use crate::tls::{CertSource, SniCertificates};
-use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Pingora's settings from the `server:` section and the command line.
 pub fn server_conf(s: &ServerSection, cli: &Cli) -> ServerConf {
@@ -156,40 +153,8 @@ pub fn build_server(
         );
     }
     server.add_service(background_service(
-        "control plane",
-        ControlService {
-            gateway: Arc::clone(gateway),
-            queue: std::sync::Mutex::new(Some(queue)),
-        },
-    ));
-    server.add_service(background_service(
-        "lifecycle",
-        Lifecycle {
-            gateway: Arc::clone(gateway),
-            phases: std::sync::Mutex::new(Some(server.watch_execution_phase())),
-        },
-    ));
-    server.add_service(background_service(
-        "health checks",
-        HealthService::new(Arc::new(HealthLink::new(
-            Arc::clone(gateway),
-            control.clone(),
-        ))),
-    ));
-    server.add_service(background_service(
-        "dns discovery",
-        crate::discovery::DiscoveryService::new(Arc::new(DiscoveryLink::new(
-            Arc::clone(gateway),
-            control.clone(),
-        ))),
-    ));
-    server.add_service(background_service(
-        "config reload",
-        ConfigWatcher::new(gateway.config_path(), control, !cli.no_watch),
-    ));
-    server.add_service(background_service(
-        "housekeeping",
-        Housekeeping(Arc::clone(gateway)),
+        "background",
+        Background::new(gateway, control, queue, server.watch_execution_phase(), cli),
     ));
     server
 }
@@ -245,95 +210,6 @@ impl DeadlineSource for ListenerDeadlines {
     fn proxy(&self) -> Option<Arc<crate::runtime::tcp::ProxyAccept>> {
         let snapshot = self.gateway.snapshot();
         snapshot.listeners.get(self.index)?.proxy.clone()
-    }
-}
-
-/// Periodic chores: write out buffered access-log lines (every 100 ms), and let filters do
-/// their housekeeping (every second).
-struct Housekeeping(Arc<Gateway>);
-
-#[async_trait]
-impl BackgroundService for Housekeeping {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        let mut n: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    let snapshot = self.0.snapshot();
-                    snapshot.access_log.flush();
-                    n += 1;
-                    if n % 10 == 0 {
-                        maintain_filters(&snapshot);
-                    }
-                }
-                _ = shutdown.changed() => break,
-            }
-        }
-        self.0.snapshot().access_log.flush();
-    }
-}
-
-/// Starts the control plane's thread once the server runs (a thread started before Pingora
-/// daemonizes would not survive the fork).
-struct ControlService {
-    gateway: Arc<Gateway>,
-    queue: std::sync::Mutex<Option<ControlQueue>>,
-}
-
-#[async_trait]
-impl BackgroundService for ControlService {
-    async fn start(&self, _shutdown: ShutdownWatch) {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(queue) = queue {
-            if let Err(e) = control::spawn(Arc::clone(&self.gateway), queue) {
-                log::error!(
-                    "cannot start the control plane: {e}; reloads and admin changes will not apply"
-                );
-            }
-        }
-    }
-}
-
-/// Follows Pingora's execution phases: once a graceful upgrade or shutdown begins, the
-/// gateway drains (responses close their connections).
-struct Lifecycle {
-    gateway: Arc<Gateway>,
-    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
-}
-
-#[async_trait]
-impl BackgroundService for Lifecycle {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut phases) = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                phase = phases.recv() => match phase {
-                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds
-                        | ExecutionPhase::GracefulUpgradeCloseTimeout
-                        | ExecutionPhase::GracefulTerminate
-                        | ExecutionPhase::ShutdownStarted) => self.gateway.set_draining(),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
-                _ = shutdown.changed() => {
-                    self.gateway.set_draining();
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Call `maintain` once on every distinct filter instance of the snapshot.
-fn maintain_filters(snapshot: &crate::runtime::Snapshot) {
-    let mut seen = std::collections::HashSet::new();
-    for e in snapshot.filters() {
-        if seen.insert(Arc::as_ptr(&e.filter) as *const () as usize) {
-            e.filter.maintain();
-        }
     }
 }
 

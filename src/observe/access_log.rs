@@ -169,6 +169,13 @@ impl AccessLog {
         });
     }
 
+    /// Whether lines wait in the buffer for [`AccessLog::flush`].
+    pub fn has_pending(&self) -> bool {
+        self.sink
+            .as_ref()
+            .is_some_and(|s| !s.buf.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+    }
+
     /// Write out buffered lines.
     pub fn flush(&self) {
         if let Some(s) = &self.sink {
