@@ -1,5 +1,7 @@
 //! Upstream keep-alive through the real gateway: a pooled connection is taken again for the
-//! next request to the same backend, and never for another backend.
+//! next request to the same backend, and never for another backend; an idle connection is
+//! closed at its idle timeout, one the backend closed is not used, and a full pool closes its
+//! oldest idle connection.
 //!
 //! The pool checks that a connection it hands out goes to the requested peer (vendor patch 11
 //! compares the address recorded at connect instead of calling `getpeername`). If that check
@@ -7,6 +9,11 @@
 //! "yes" when it should say "no", a request could reach the wrong backend.
 
 mod support;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use support::*;
 
 const REQUESTS: usize = 200;
@@ -55,4 +62,162 @@ fn sequential_requests_reuse_one_upstream_connection_per_backend() {
             REQUESTS / 2
         );
     }
+}
+
+/// A keep-alive HTTP/1.1 backend that counts the connections it accepted and those still open.
+/// With `idle_close`, it closes a connection that has waited that long for its next request,
+/// as servers with a keep-alive timeout shorter than the gateway's do (no `Connection: close`
+/// tells the gateway in advance).
+struct CountingBackend {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+}
+
+impl CountingBackend {
+    fn start(name: &'static str, idle_close: Option<Duration>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (accepted, open): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+        let (a, o) = (Arc::clone(&accepted), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                a.fetch_add(1, SeqCst);
+                o.fetch_add(1, SeqCst);
+                let o = Arc::clone(&o);
+                std::thread::spawn(move || {
+                    serve(conn, name, idle_close);
+                    o.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        CountingBackend {
+            addr,
+            accepted,
+            open,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(SeqCst)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(SeqCst)
+    }
+}
+
+/// Answer bodiless requests on `conn` until the peer closes it or `idle_close` passes
+/// without a request.
+fn serve(mut conn: TcpStream, name: &str, idle_close: Option<Duration>) {
+    conn.set_read_timeout(Some(idle_close.unwrap_or(Duration::from_secs(30))))
+        .ok();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        buf.drain(..end);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: {name}\r\n\r\n{name}",
+            name.len()
+        );
+        if conn.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn counting_config(backends: &[&CountingBackend], extra: &str) -> String {
+    let mut routes = String::new();
+    let mut upstreams = String::new();
+    for (i, b) in backends.iter().enumerate() {
+        routes += &format!(
+            "  - {{ name: r{i}, match: {{ path: {{ prefix: /{i}/ }} }}, upstream: u{i} }}\n"
+        );
+        upstreams += &format!(
+            "  - {{ name: u{i}, retry: {{ attempts: 0 }}, timeouts: {{ idle: 600ms }}, backends: [{{ address: \"{}\" }}] }}\n",
+            b.addr
+        );
+    }
+    format!(
+        "{extra}listeners:\n  - {{ name: web, address: \"{{listen}}\" }}\naccess_log: off\nroutes:\n{routes}upstreams:\n{upstreams}"
+    )
+}
+
+#[test]
+fn an_idle_upstream_connection_is_closed_at_its_idle_timeout_without_traffic() {
+    let b = CountingBackend::start("one", None);
+    let gw = Gateway::start(&counting_config(&[&b], ""));
+    let c = client();
+    assert_eq!(get(&c, &gw.url("/0/x")), (200, "one".to_string()));
+    assert_eq!(get(&c, &gw.url("/0/x")), (200, "one".to_string()));
+    assert_eq!((b.accepted(), b.open()), (1, 1), "one pooled connection");
+    // Nothing else reaches the gateway: the pool itself must close the connection once it
+    // has been idle for 600 ms (its sweep runs every second).
+    let idle = Instant::now();
+    assert!(
+        poll_until(Duration::from_secs(5), || b.open() == 0),
+        "the idle connection was still open after 5 s"
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_millis(500),
+        "closed before its idle timeout"
+    );
+    assert_eq!(get(&c, &gw.url("/0/x")), (200, "one".to_string()));
+    assert_eq!(b.accepted(), 2);
+}
+
+#[test]
+fn a_connection_the_backend_closed_while_idle_is_never_used_again() {
+    let b = CountingBackend::start("closer", Some(Duration::from_millis(50)));
+    let gw = Gateway::start(&counting_config(&[&b], ""));
+    let c = client();
+    // A POST is not replayed: one sent on the closed connection would fail with a 502. Each
+    // request waits until the backend has closed the last connection (a request that crosses
+    // the close on the wire is the race every keep-alive client has, which no pool can see).
+    for i in 0..30 {
+        assert!(poll_until(Duration::from_secs(5), || b.open() == 0));
+        let r = c.post(gw.url("/0/x")).send().expect("POST");
+        assert_eq!(r.status().as_u16(), 200, "request {i}");
+        assert_eq!(r.text().expect("body"), "closer", "request {i}");
+    }
+    assert_eq!(b.accepted(), 30);
+}
+
+#[test]
+fn a_full_pool_closes_its_oldest_idle_connection() {
+    let b: Vec<CountingBackend> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|n| CountingBackend::start(n, None))
+        .collect();
+    let refs: Vec<&CountingBackend> = b.iter().collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display();
+    let server = format!(
+        "server: {{ threads: 1, pid_file: {d}/p.pid, upgrade_sock: {d}/u.sock, upstream_keepalive_pool_size: 2 }}\n"
+    );
+    let gw = Gateway::start(&counting_config(&refs, &server));
+    let c = client();
+    for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        assert_eq!(
+            get(&c, &gw.url(&format!("/{i}/x"))),
+            (200, name.to_string())
+        );
+    }
+    // Room for two: a's and b's connections, the oldest, are closed; c's and d's stay.
+    assert!(
+        poll_until(Duration::from_secs(5), || b[0].open() == 0
+            && b[1].open() == 0),
+        "the oldest idle connections were not evicted"
+    );
+    assert_eq!((b[2].open(), b[3].open()), (1, 1));
+    assert_eq!(get(&c, &gw.url("/3/x")), (200, "d".to_string()));
+    assert_eq!(b[3].accepted(), 1, "d's pooled connection was reused");
 }
