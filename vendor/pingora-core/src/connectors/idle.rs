@@ -126,11 +126,7 @@ impl IdlePool {
 
     /// The most recently released stream under `key` that is still usable: within its idle
     /// deadline, passing `usable`, and with nothing to read. Others met on the way are closed.
-    pub(super) fn take(
-        &self,
-        key: u64,
-        mut usable: impl FnMut(&Stream) -> bool,
-    ) -> Option<Stream> {
+    pub(super) fn take(&self, key: u64, mut usable: impl FnMut(&Stream) -> bool) -> Option<Stream> {
         loop {
             let mut idle = self.inner.lock().pop_newest(key)?;
             if idle.expired(Instant::now()) || !usable(&idle.stream) {
@@ -152,7 +148,8 @@ impl IdlePool {
             let mut i = 0;
             while i < queue.len() {
                 let idle = &mut queue[i];
-                if idle.expired(now) || !test_reusable_stream(&mut idle.stream, &self.unexpected_data)
+                if idle.expired(now)
+                    || !test_reusable_stream(&mut idle.stream, &self.unexpected_data)
                 {
                     closed.extend(queue.remove(i));
                 } else {
@@ -169,11 +166,6 @@ impl IdlePool {
         drop(inner);
         drop(closed); // closes the streams, outside the lock
         left
-    }
-
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.inner.lock().len
     }
 }
 
