@@ -5,41 +5,27 @@
 //! name missing from that scan would pass through and fail here.
 
 mod support;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::Duration;
+use support::raw_http::RawBackend;
 use support::*;
 
-/// A backend that answers `200 ok` to every request and keeps each request head it read.
-struct Recorder {
-    addr: SocketAddr,
-    heads: Arc<Mutex<Vec<String>>>,
-}
+/// The raw backend, which keeps each request head it read.
+struct Recorder(RawBackend);
 
 impl Recorder {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let kept = Arc::clone(&heads);
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let kept = Arc::clone(&kept);
-                std::thread::spawn(move || serve(conn, &kept));
-            }
-        });
-        Recorder { addr, heads }
+        Recorder(RawBackend::start("ok", None))
     }
 
     /// The lower-cased field names of the last request head, polled until one arrives.
     fn last_names(&self, before: usize) -> Vec<String> {
         assert!(
-            poll_until(Duration::from_secs(10), || self.heads.lock().unwrap().len()
-                > before),
+            poll_until(Duration::from_secs(10), || self.count() > before),
             "no request reached the backend"
         );
-        let heads = self.heads.lock().unwrap();
+        let heads = self.0.heads();
         heads[heads.len() - 1]
             .split("\r\n")
             .skip(1)
@@ -49,30 +35,7 @@ impl Recorder {
     }
 
     fn count(&self) -> usize {
-        self.heads.lock().unwrap().len()
-    }
-}
-
-/// Keep-alive: one head after another on the same connection (the requests have no body).
-fn serve(mut conn: TcpStream, kept: &Mutex<Vec<String>>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            buf.drain(..end + 4);
-            kept.lock().unwrap().push(head);
-            if conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-                .is_err()
-            {
-                return;
-            }
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+        self.0.heads().len()
     }
 }
 
@@ -102,7 +65,7 @@ const HOP_BY_HOP: &[&str] = &[
 #[test]
 fn a_request_without_hop_by_hop_fields_arrives_whole() {
     let rec = Recorder::start();
-    let gw = Gateway::start(&one_route_to(rec.addr, "", "", ""));
+    let gw = Gateway::start(&one_route_to(rec.0.addr, "", "", ""));
     let r = send(&gw, "Accept: text/plain\r\nX-Other: 2\r\n");
     assert!(r.starts_with(b"HTTP/1.1 200"), "{r:?}");
     let names = rec.last_names(0);
@@ -114,7 +77,7 @@ fn a_request_without_hop_by_hop_fields_arrives_whole() {
 #[test]
 fn each_hop_by_hop_field_is_stripped_alone_and_together() {
     let rec = Recorder::start();
-    let gw = Gateway::start(&one_route_to(rec.addr, "", "", ""));
+    let gw = Gateway::start(&one_route_to(rec.0.addr, "", "", ""));
     let name = |line: &str| line.split(':').next().unwrap().to_ascii_lowercase();
     for line in HOP_BY_HOP {
         let before = rec.count();

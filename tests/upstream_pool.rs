@@ -9,11 +9,8 @@
 //! "yes" when it should say "no", a request could reach the wrong backend.
 
 mod support;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::raw_http::RawBackend;
 use support::*;
 
 const REQUESTS: usize = 200;
@@ -64,77 +61,7 @@ fn sequential_requests_reuse_one_upstream_connection_per_backend() {
     }
 }
 
-/// A keep-alive HTTP/1.1 backend that counts the connections it accepted and those still open.
-/// With `idle_close`, it closes a connection that has waited that long for its next request,
-/// as servers with a keep-alive timeout shorter than the gateway's do (no `Connection: close`
-/// tells the gateway in advance).
-struct CountingBackend {
-    addr: std::net::SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    open: Arc<AtomicUsize>,
-}
-
-impl CountingBackend {
-    fn start(name: &'static str, idle_close: Option<Duration>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (accepted, open): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
-        let (a, o) = (Arc::clone(&accepted), Arc::clone(&open));
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                a.fetch_add(1, SeqCst);
-                o.fetch_add(1, SeqCst);
-                let o = Arc::clone(&o);
-                std::thread::spawn(move || {
-                    serve(conn, name, idle_close);
-                    o.fetch_sub(1, SeqCst);
-                });
-            }
-        });
-        CountingBackend {
-            addr,
-            accepted,
-            open,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(SeqCst)
-    }
-
-    fn open(&self) -> usize {
-        self.open.load(SeqCst)
-    }
-}
-
-/// Answer bodiless requests on `conn` until the peer closes it or `idle_close` passes
-/// without a request.
-fn serve(mut conn: TcpStream, name: &str, idle_close: Option<Duration>) {
-    conn.set_read_timeout(Some(idle_close.unwrap_or(Duration::from_secs(30))))
-        .ok();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        buf.drain(..end);
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: {name}\r\n\r\n{name}",
-            name.len()
-        );
-        if conn.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn counting_config(backends: &[&CountingBackend], extra: &str) -> String {
+fn counting_config(backends: &[&RawBackend], extra: &str) -> String {
     let mut routes = String::new();
     let mut upstreams = String::new();
     for (i, b) in backends.iter().enumerate() {
@@ -153,7 +80,7 @@ fn counting_config(backends: &[&CountingBackend], extra: &str) -> String {
 
 #[test]
 fn an_idle_upstream_connection_is_closed_at_its_idle_timeout_without_traffic() {
-    let b = CountingBackend::start("one", None);
+    let b = RawBackend::start("one", None);
     let gw = Gateway::start(&counting_config(&[&b], ""));
     let c = client();
     assert_eq!(get(&c, &gw.url("/0/x")), (200, "one".to_string()));
@@ -176,7 +103,7 @@ fn an_idle_upstream_connection_is_closed_at_its_idle_timeout_without_traffic() {
 
 #[test]
 fn a_connection_the_backend_closed_while_idle_is_never_used_again() {
-    let b = CountingBackend::start("closer", Some(Duration::from_millis(50)));
+    let b = RawBackend::start("closer", Some(Duration::from_millis(50)));
     let gw = Gateway::start(&counting_config(&[&b], ""));
     let c = client();
     // A POST is not replayed: one sent on the closed connection would fail with a 502. Each
@@ -193,11 +120,11 @@ fn a_connection_the_backend_closed_while_idle_is_never_used_again() {
 
 #[test]
 fn a_full_pool_closes_its_oldest_idle_connection() {
-    let b: Vec<CountingBackend> = ["a", "b", "c", "d"]
+    let b: Vec<RawBackend> = ["a", "b", "c", "d"]
         .into_iter()
-        .map(|n| CountingBackend::start(n, None))
+        .map(|n| RawBackend::start(n, None))
         .collect();
-    let refs: Vec<&CountingBackend> = b.iter().collect();
+    let refs: Vec<&RawBackend> = b.iter().collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().display();
     let server = format!(

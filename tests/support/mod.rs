@@ -7,6 +7,7 @@ pub mod dns;
 pub mod load;
 pub mod otlp;
 pub mod prometheus;
+pub mod raw_http;
 pub mod redis;
 pub mod tcp;
 pub mod tls;
