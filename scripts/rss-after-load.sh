@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/lib/nginx-backends.sh"
-DURATION=${DURATION:-5} TOP=${TOP:-0}
+DURATION=${DURATION:-5} TOP=${TOP:-0} REST=${REST:-1}
 minimal=$here/../shared/bench/minimal-pingora/target/release/minimal-pingora
 for t in wrk nginx; do command -v $t >/dev/null || { echo "missing $t (../shared/bench/setup.sh)" >&2; exit 1; }; done
 W=$(mktemp -d /tmp/rss-after-load.XXXXXX)
@@ -37,7 +37,7 @@ for spec in "$@"; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
   [[ $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/) == 200 ]] || { echo "$spec: not serving"; cat "$d/out.log"; exit 1; }
   timeout $((DURATION + 30)) wrk -t1 -c50 -d"${DURATION}s" http://127.0.0.1:18080/ >"$d/wrk.out"
-  sleep 1
+  sleep "$REST"
   s=/proc/$gw/status
   printf '%-40s VmRSS %6d kB  RssAnon %6d  RssFile %6d  AnonHugePages %6d  threads %d  (%s req/s)\n' \
     "$spec" "$(kb VmRSS $s)" "$(kb RssAnon $s)" "$(kb RssFile $s)" "$(kb AnonHugePages /proc/$gw/smaps_rollup)" \

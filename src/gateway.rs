@@ -44,13 +44,19 @@ pub struct ReloadStatus {
     pub messages: Vec<String>,
 }
 
-/// What a binary can extend: the filters and the strategies a config may name.
+/// What a binary can extend: the filters and the strategies a config may name, and how its
+/// allocator hands freed memory back.
 #[derive(Debug, Clone)]
 pub struct Extensions {
     /// Filter factories by name.
     pub filters: FilterRegistry,
     /// Strategy builders by name.
     pub strategies: StrategyRegistry,
+    /// Called once a second on the background thread to return memory the allocator holds
+    /// freed to the operating system (the `portcullis` binary: mimalloc's `mi_collect`). An
+    /// allocator that only does this when it is next called keeps a burst's memory resident
+    /// while the gateway is idle. `None`: nothing is called.
+    pub release_memory: Option<fn()>,
 }
 
 impl Extensions {
@@ -59,6 +65,7 @@ impl Extensions {
         Extensions {
             filters: crate::filters::builtin(),
             strategies: StrategyRegistry::builtin(),
+            release_memory: None,
         }
     }
 }

@@ -56,8 +56,17 @@ impl Background {
                 control.clone(),
             ))),
             watcher: ConfigWatcher::new(gateway.config_path(), control, !cli.no_watch),
-            housekeeping: Housekeeping(Arc::clone(gateway)),
+            housekeeping: Housekeeping {
+                gateway: Arc::clone(gateway),
+                release_memory: None,
+            },
         }
+    }
+
+    /// Housekeeping calls `release` once a second (see `Extensions::release_memory`).
+    pub fn release_memory(mut self, release: Option<fn()>) -> Self {
+        self.housekeeping.release_memory = release;
+        self
     }
 }
 
@@ -75,9 +84,12 @@ impl BackgroundService for Background {
     }
 }
 
-/// Periodic chores: write out buffered access-log lines (every 100 ms), and let filters do
-/// their housekeeping (every second).
-struct Housekeeping(Arc<Gateway>);
+/// Periodic chores: write out buffered access-log lines (every 100 ms), let filters do their
+/// housekeeping and return freed memory to the system (every second).
+struct Housekeeping {
+    gateway: Arc<Gateway>,
+    release_memory: Option<fn()>,
+}
 
 #[async_trait]
 impl BackgroundService for Housekeeping {
@@ -88,7 +100,7 @@ impl BackgroundService for Housekeeping {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let snapshot = self.0.snapshot();
+                    let snapshot = self.gateway.snapshot();
                     // A write to the log file blocks: it runs on the blocking pool, and only
                     // when there is something to write (an idle pool thread ends after 10 s).
                     if snapshot.access_log.has_pending() {
@@ -98,6 +110,9 @@ impl BackgroundService for Housekeeping {
                     n += 1;
                     if n % 10 == 0 {
                         maintain_filters(&snapshot);
+                        if let Some(release) = self.release_memory {
+                            release();
+                        }
                     }
                 }
                 _ = shutdown.changed() => break,
@@ -105,7 +120,7 @@ impl BackgroundService for Housekeeping {
         }
         // Inline at shutdown: the runtime may be stopping, and the last lines must not wait
         // for a pool thread that never runs.
-        self.0.snapshot().access_log.flush();
+        self.gateway.snapshot().access_log.flush();
     }
 }
 

@@ -43,6 +43,7 @@ pub fn run(filters: plugin::FilterRegistry) -> i32 {
     run_with(gateway::Extensions {
         filters,
         strategies: balance::StrategyRegistry::builtin(),
+        release_memory: None,
     })
 }
 

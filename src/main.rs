@@ -29,6 +29,22 @@ mod huge_pages_default {
     static SET_DEFAULT: extern "C" fn() = allow_thp_off_by_default;
 }
 
+/// Hands the memory mimalloc holds freed back to the system. mimalloc returns freed pages
+/// after a delay (1 s), but only when it is next called; a gateway that goes idle after a
+/// burst would keep the burst's memory. Housekeeping calls this once a second.
+#[cfg(not(feature = "system-allocator"))]
+fn release_freed_memory() {
+    // SAFETY: mi_collect may be called from any thread at any time; `false` only returns
+    // memory whose purge delay has passed, it frees nothing in use.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
 fn main() {
-    std::process::exit(portcullis::run(portcullis::filters::builtin()));
+    #[allow(unused_mut)]
+    let mut ext = portcullis::gateway::Extensions::builtin();
+    #[cfg(not(feature = "system-allocator"))]
+    {
+        ext.release_memory = Some(release_freed_memory);
+    }
+    std::process::exit(portcullis::run_with(ext));
 }

@@ -51,6 +51,7 @@ pub fn build_server(
     gateway: &Arc<Gateway>,
     (control, queue): (ControlHandle, ControlQueue),
     cli: &Cli,
+    release_memory: Option<fn()>,
 ) -> Server {
     let snapshot = gateway.snapshot();
     let opt = Opt {
@@ -154,7 +155,8 @@ pub fn build_server(
     }
     server.add_service(background_service(
         "background",
-        Background::new(gateway, control, queue, server.watch_execution_phase(), cli),
+        Background::new(gateway, control, queue, server.watch_execution_phase(), cli)
+            .release_memory(release_memory),
     ));
     server
 }
@@ -218,6 +220,7 @@ impl DeadlineSource for ListenerDeadlines {
 pub fn run(cli: Cli, ext: crate::gateway::Extensions) -> i32 {
     let (control, queue) = control::channel();
     let ejector: Arc<dyn portcullis_plugin::Ejector> = Arc::new(control.clone());
+    let release_memory = ext.release_memory;
     let gateway = match Gateway::load(&cli.conf, ext, ejector) {
         Ok(gw) => gw,
         Err(errors) => {
@@ -236,6 +239,6 @@ pub fn run(cli: Cli, ext: crate::gateway::Extensions) -> i32 {
         println!("portcullis: configuration {} is valid", cli.conf.display());
         return 0;
     }
-    let server = build_server(&gateway, (control, queue), &cli);
+    let server = build_server(&gateway, (control, queue), &cli, release_memory);
     server.run_forever()
 }
