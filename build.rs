@@ -1,11 +1,12 @@
 //! Release builds of the `portcullis` binary on Linux link its functions in the order of
 //! `link/symbol-order.txt`: the functions a training run executed, the busiest first (made by
-//! `scripts/symbol-order.sh`; docs/performance.md, "Code layout"). The code a gateway runs
-//! then sits on a few contiguous pages instead of being spread over the whole text segment,
-//! which takes megabytes off its resident memory. A symbol the file names that the binary
-//! lacks (renamed code, another toolchain) is skipped; one the file lacks is linked after the
-//! listed ones, as before. `PORTCULLIS_SYMBOL_ORDER=off` turns it off, e.g. for a linker
-//! other than LLD (rustc's default linker on x86_64 Linux), which may not know the option.
+//! `scripts/symbol-order.sh`; docs/performance.md, "Resting memory: huge pages off, code
+//! layout, memory released when idle"). The code a gateway runs then sits on a few
+//! contiguous pages instead of being spread over the whole text segment, which takes
+//! megabytes off its resident memory. A symbol the file names that the binary lacks (renamed
+//! code, another toolchain) is skipped; one the file lacks is linked after the listed ones,
+//! as before. `PORTCULLIS_SYMBOL_ORDER=off` turns it off, e.g. for a linker other than LLD
+//! (rustc's default linker on x86_64 Linux), which may not know the option.
 
 fn main() {
     println!("cargo:rerun-if-changed=link/symbol-order.txt");

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates link/symbol-order.txt, the function order of release builds (build.rs;
-# docs/performance.md, "Code layout"): runs BINARY (default target/release/portcullis) under
-# `valgrind --tool=callgrind` through scripts/pgo-train.sh's loopback workload (plain HTTP
-# with filters, HTTPS, HTTP/2, TCP, metrics, error replies), and lists every function of the
-# binary that ran, the most instructions first. Rebuild afterwards (`make build`) and check
-# with scripts/check-symbol-order.sh. Run it again when that check reports the file stale:
-# symbol names carry hashes that change when a dependency or the compiler changes.
+# docs/performance.md, "Resting memory: huge pages off, code layout, memory released when
+# idle"): runs BINARY (default target/release/portcullis) under `valgrind --tool=callgrind`
+# through scripts/pgo-train.sh's loopback workload (plain HTTP with filters, HTTPS, HTTP/2,
+# TCP, metrics, error replies), and lists every function of the binary that ran, the most
+# instructions first. Rebuild afterwards (`make build`) and check with
+# scripts/check-symbol-order.sh. Run it again when that check reports the file stale: symbol
+# names carry hashes that change when a dependency or the compiler changes.
 #   scripts/symbol-order.sh [BINARY] [TRAIN_SECONDS]
 # Needs valgrind, wrk, nginx, curl, openssl. Only 127.0.0.1 is used.
 set -euo pipefail

@@ -9,13 +9,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// With huge pages, each 2 MiB region of mimalloc's arena that the gateway touches becomes a
 /// whole resident huge page, and freed memory inside one is not returned: after a load run
 /// the gateway held 34.7 MB instead of 21.9 MB, at no CPU difference we could measure
-/// (docs/performance.md, "Huge pages off by default"). The default has to be set before
+/// (docs/performance.md, "Resting memory: huge pages off, code layout, memory released when idle"). The default has to be set before
 /// mimalloc reads its options, which happens in its own constructor, before `main`; so this
 /// runs as an earlier constructor (priority 200; mimalloc's has none, so it runs later).
 #[cfg(all(target_os = "linux", not(feature = "system-allocator")))]
 mod huge_pages_default {
     /// `mi_option_allow_thp` in mimalloc 3.3's `mi_option_t` (libmimalloc-sys has no constant
-    /// for it). `tests/allocator_thp.rs` fails if an upgrade moves it.
+    /// for it). `tests/allocator.rs` fails if an upgrade moves it.
     const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
     extern "C" fn allow_thp_off_by_default() {
