@@ -93,21 +93,28 @@ fn memory_freed_after_a_burst_goes_back_while_idle() {
     use std::io::Read;
     use std::time::Duration;
     let b = Backends::start(&["a"]);
-    b.state(0).set_delay(Duration::from_millis(500));
+    // Long enough that every request of the burst is still in the gateway when the last one
+    // arrives, even in a debug build on a busy machine.
+    b.state(0).set_delay(Duration::from_secs(5));
     let yaml = CONFIG.replace("BACKEND", &b.addr(0).to_string());
     let gw = Gateway::start(&yaml);
     let pid = gw.pid().to_string();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gw.port));
     let before = rss_anon_kb(&pid);
 
-    let mut clients = burst(&addr, 400);
+    // The test process holds the clients' sockets and the backend's.
+    let n = 400;
+    raise_descriptor_limit(2 * n + 500);
+    let mut clients = burst(&addr, n);
     assert!(
-        poll_until(Duration::from_secs(10), || b.state(0).max_inflight() >= 400),
-        "the burst did not reach the backend"
+        poll_until(Duration::from_secs(10), || b.state(0).max_inflight()
+            >= n as u32),
+        "the burst did not reach the backend together: at most {} of {n} requests at once",
+        b.state(0).max_inflight()
     );
     let peak = rss_anon_kb(&pid);
     for c in &mut clients {
-        c.set_read_timeout(Some(Duration::from_secs(10)))
+        c.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         let mut head = [0u8; 12];
         c.read_exact(&mut head).expect("an answer");
@@ -121,13 +128,15 @@ fn memory_freed_after_a_burst_goes_back_while_idle() {
         "the burst grew RssAnon by only {grown} kB; the test cannot see a release"
     );
 
-    // Idle now: the freed memory must go back within a few seconds (mimalloc's purge delay is
-    // 1 s, and housekeeping runs once a second).
-    let target = before + grown / 3;
+    // Idle now: at least half of what the burst added must go back within a few seconds
+    // (mimalloc's purge delay is 1 s, and housekeeping runs once a second). Not all of it: the
+    // upstream pool keeps connections, and tokio's and the timers' slabs do not shrink.
+    let target = before + grown / 2;
     let mut last = peak;
     let released = poll_until(Duration::from_secs(8), || {
         last = rss_anon_kb(&pid);
         last <= target
     });
+    println!("RssAnon: {last} kB once released (wanted <= {target})");
     assert!(released, "RssAnon stayed at {last} kB after the burst (before {before}, peak {peak}); wanted <= {target}");
 }

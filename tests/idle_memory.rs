@@ -110,25 +110,6 @@ fn complete(got: &[u8]) -> bool {
     got.len() >= end + 4 + length
 }
 
-/// Lets this process, and the gateway it starts, hold `n` descriptors.
-fn raise_descriptor_limit(n: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit on a properly initialised struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        assert!(
-            lim.rlim_max >= n as libc::rlim_t,
-            "the hard descriptor limit {} is below the {n} this test needs",
-            lim.rlim_max
-        );
-        lim.rlim_cur = lim.rlim_cur.max(n as libc::rlim_t);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-    }
-}
-
 #[test]
 fn an_idle_keep_alive_connection_costs_a_few_kib() {
     raise_descriptor_limit(WARM + IDLE + 500);

@@ -31,6 +31,25 @@ pub fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// Lets this process, and the gateway it starts, hold `n` descriptors.
+pub fn raise_descriptor_limit(n: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit on a properly initialised struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        assert!(
+            lim.rlim_max >= n as libc::rlim_t,
+            "the hard descriptor limit {} is below the {n} this test needs",
+            lim.rlim_max
+        );
+        lim.rlim_cur = lim.rlim_cur.max(n as libc::rlim_t);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+}
+
 /// Poll `f` until it returns true or `timeout` passes. Returns whether it succeeded.
 pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
