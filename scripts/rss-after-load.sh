@@ -2,9 +2,9 @@
 # Where a proxy's memory is after a load run, as peers.sh measures "RSS before the idle run":
 # three loopback nginx backends, the proxy (portcullis through scripts/bench-target.sh, or
 # minimal Pingora for the word "minimal"), `wrk -t1 -c50` for DURATION s (default 5), then
-# 1 s of rest. Prints VmRSS, RssAnon, RssFile, AnonHugePages and, with TOP=N, the N largest
+# REST s (default 1) of rest. Prints VmRSS, RssAnon, RssFile, AnonHugePages and, with TOP=N, the N largest
 # mappings by resident size (/proc/PID/smaps). Loopback only; each process is stopped by PID.
-#   [DURATION=5] [TOP=0] scripts/rss-after-load.sh BIN|minimal [ENV=VALUE...] ...
+#   [DURATION=5] [REST=1] [TOP=0] scripts/rss-after-load.sh BIN|minimal [ENV=VALUE...] ...
 #   e.g. scripts/rss-after-load.sh minimal target/release/portcullis
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +43,7 @@ for spec in "$@"; do
     "$spec" "$(kb VmRSS $s)" "$(kb RssAnon $s)" "$(kb RssFile $s)" "$(kb AnonHugePages /proc/$gw/smaps_rollup)" \
     "$(kb Threads $s)" "$(awk '/^Requests\/sec/ {printf "%.0f", $2}' "$d/wrk.out")"
   if ((TOP > 0)); then
-    awk '/^[0-9a-f]+-[0-9a-f]+ / {m = $6 == "" ? "[anon]" : $6; r = $1} $1 == "Rss:" {rss[m] += $2; if ($2 > big[m]) big[m] = $2}
+    awk '/^[0-9a-f]+-[0-9a-f]+ / {m = $6 == "" ? "[anon]" : $6} $1 == "Rss:" {rss[m] += $2}
       END {for (m in rss) if (rss[m]) printf "    %8d kB  %s\n", rss[m], m}' "/proc/$gw/smaps" | sort -rn | head -"$TOP"
   fi
   kill -INT "$gw"; wait "$gw" 2>/dev/null || true

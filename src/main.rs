@@ -9,9 +9,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// With huge pages, each 2 MiB region of mimalloc's arena that the gateway touches becomes a
 /// whole resident huge page, and freed memory inside one is not returned: after a load run
 /// the gateway held 34.7 MB instead of 21.9 MB, at no CPU difference we could measure
-/// (docs/performance.md, "Resting memory: huge pages off, code layout, memory released when idle"). The default has to be set before
-/// mimalloc reads its options, which happens in its own constructor, before `main`; so this
-/// runs as an earlier constructor (priority 200; mimalloc's has none, so it runs later).
+/// (docs/performance.md, "Resting memory: huge pages off, code layout, memory released when
+/// idle"). The default has to be set before mimalloc reads its options, which happens in its
+/// own constructor, before `main`; so this runs as an earlier constructor (priority 200;
+/// mimalloc's has none, so it runs later).
 #[cfg(all(target_os = "linux", not(feature = "system-allocator")))]
 mod huge_pages_default {
     /// `mi_option_allow_thp` in mimalloc 3.3's `mi_option_t` (libmimalloc-sys has no constant
@@ -33,18 +34,18 @@ mod huge_pages_default {
 /// after a delay (1 s), but only when it is next called; a gateway that goes idle after a
 /// burst would keep the burst's memory. Housekeeping calls this once a second.
 #[cfg(not(feature = "system-allocator"))]
-fn release_freed_memory() {
+const RELEASE_MEMORY: Option<fn()> = Some(|| {
     // SAFETY: mi_collect may be called from any thread at any time; `false` only returns
     // memory whose purge delay has passed, it frees nothing in use.
     unsafe { libmimalloc_sys::mi_collect(false) }
-}
+});
+/// The system allocator returns freed memory on its own terms.
+#[cfg(feature = "system-allocator")]
+const RELEASE_MEMORY: Option<fn()> = None;
 
 fn main() {
-    #[allow(unused_mut)]
-    let mut ext = portcullis::gateway::Extensions::builtin();
-    #[cfg(not(feature = "system-allocator"))]
-    {
-        ext.release_memory = Some(release_freed_memory);
-    }
-    std::process::exit(portcullis::run_with(ext));
+    std::process::exit(portcullis::run_with(portcullis::gateway::Extensions {
+        release_memory: RELEASE_MEMORY,
+        ..portcullis::gateway::Extensions::builtin()
+    }));
 }

@@ -9,18 +9,6 @@
 mod support;
 use support::*;
 
-fn status_field(pid: &str, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .strip_prefix(':')
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status (Linux 5.0 or later has it)"))
-}
-
 const CONFIG: &str = r#"
 listeners: [{ name: web, address: "{listen}" }]
 metrics: { address: "{metrics}" }
@@ -35,7 +23,7 @@ fn huge_pages_are_off_by_default_and_the_environment_turns_them_on() {
         "unset MIMALLOC_ALLOW_THP to run this test: it checks the gateway's own default"
     );
     assert_eq!(
-        status_field("self", "THP_enabled"),
+        proc_status("self", "THP_enabled"),
         "1",
         "this test process was started with huge pages disabled (PR_SET_THP_DISABLE is \
          inherited), so the gateway's own choice cannot be seen"
@@ -48,9 +36,9 @@ fn huge_pages_are_off_by_default_and_the_environment_turns_them_on() {
     for _ in 0..20 {
         assert_eq!(get(&c, &gw.url("/")), (200, "a".to_string()));
     }
-    let pid = gw.pid().to_string();
+    let pid = gw.pid();
     assert_eq!(
-        status_field(&pid, "THP_enabled"),
+        proc_status(pid, "THP_enabled"),
         "0",
         "huge pages are on by default"
     );
@@ -58,20 +46,12 @@ fn huge_pages_are_off_by_default_and_the_environment_turns_them_on() {
 
     let on = Gateway::start_with_env(&binary(), &yaml, &[("MIMALLOC_ALLOW_THP", "1")]);
     assert_eq!(get(&c, &on.url("/")), (200, "a".to_string()));
-    let pid = on.pid().to_string();
+    let pid = on.pid();
     assert_eq!(
-        status_field(&pid, "THP_enabled"),
+        proc_status(pid, "THP_enabled"),
         "1",
         "MIMALLOC_ALLOW_THP=1 did not turn huge pages back on"
     );
-}
-
-fn rss_anon_kb(pid: &str) -> u64 {
-    let v = status_field(pid, "RssAnon");
-    v.trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .expect("RssAnon in kB")
 }
 
 /// `n` clients each send one request over a connection of their own and wait, all at once;
@@ -98,9 +78,9 @@ fn memory_freed_after_a_burst_goes_back_while_idle() {
     b.state(0).set_delay(Duration::from_secs(5));
     let yaml = CONFIG.replace("BACKEND", &b.addr(0).to_string());
     let gw = Gateway::start(&yaml);
-    let pid = gw.pid().to_string();
+    let pid = gw.pid();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], gw.port));
-    let before = rss_anon_kb(&pid);
+    let before = status_kib(pid, "RssAnon");
 
     // The test process holds the clients' sockets and the backend's.
     let n = 400;
@@ -112,7 +92,7 @@ fn memory_freed_after_a_burst_goes_back_while_idle() {
         "the burst did not reach the backend together: at most {} of {n} requests at once",
         b.state(0).max_inflight()
     );
-    let peak = rss_anon_kb(&pid);
+    let peak = status_kib(pid, "RssAnon");
     for c in &mut clients {
         c.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
@@ -134,7 +114,7 @@ fn memory_freed_after_a_burst_goes_back_while_idle() {
     let target = before + grown / 2;
     let mut last = peak;
     let released = poll_until(Duration::from_secs(8), || {
-        last = rss_anon_kb(&pid);
+        last = status_kib(pid, "RssAnon");
         last <= target
     });
     println!("RssAnon: {last} kB once released (wanted <= {target})");

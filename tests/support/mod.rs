@@ -21,14 +21,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The resident memory (VmRSS) of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+/// Field `key` of /proc/`pid`/status (`pid` may be `self`), its value trimmed.
+pub fn proc_status(pid: impl std::fmt::Display, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// A size field of /proc/`pid`/status (`VmRSS`, `RssAnon`), in KiB.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    let v = proc_status(pid, key);
+    v.trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a size in kB: {v}"))
+}
+
+/// The resident memory (VmRSS) of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 /// Lets this process, and the gateway it starts, hold `n` descriptors.
