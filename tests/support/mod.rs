@@ -79,11 +79,24 @@ pub fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// A port that was free a moment ago.
+///
+/// Never the same port twice in one test process: the kernel may hand a released port out
+/// again, and two gateways of tests running in parallel could then be given the same port for
+/// different listeners. CI once saw a WebSocket client of one test answered by another
+/// gateway's admin API ("no such call: GET /chat").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A port that refuses connections for as long as this value lives: bound, never listening,
