@@ -8,8 +8,9 @@
 # runs as the non-root user `portcullis` (uid 10001). SIGTERM drains in-flight requests for
 # `server.grace_period_seconds` (20 s in the bundled config, inside Kubernetes' 30 s).
 
-# Build: exactly the steps of `make build` (scripts/deps.sh installs cmake, pkg-config and the
-# OpenSSL headers with apt-get, then a locked release build).
+# Build: exactly the steps of `make build` (scripts/deps.sh installs cmake, pkg-config, xz and
+# the OpenSSL headers with apt-get, then scripts/build-release.sh: a locked release build
+# optimised with the committed profile link/portcullis.profdata.xz, made for this Rust version).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

@@ -1,7 +1,7 @@
 # portcullis: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all deps build build-pgo run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit bench-otlp clean fuzz
+.PHONY: all deps build pgo-profile run test lint bench bench-balance bench-tcp bench-peers bench-rate-limit bench-otlp clean fuzz
 
 all: build
 
@@ -9,14 +9,16 @@ all: build
 deps:
 	@scripts/deps.sh
 
-## Release build of the gateway (fat LTO: what deployments and the benchmarks run).
+## Release build of the gateway (fat LTO, functions in link/symbol-order.txt's order, optimised
+## with the profile in link/portcullis.profdata.xz: what deployments and the benchmarks run).
+## PORTCULLIS_PGO=off builds without the profile.
 build: deps
-	$(CARGO) build --release --locked --bin portcullis
+	@CARGO=$(CARGO) scripts/build-release.sh
 
-## Profile-guided release build: an instrumented build trained on loopback traffic, then
-## target/pgo/release/portcullis built from its profile (two release builds, about 25 min;
-## needs wrk and nginx: ../shared/bench/setup.sh --no-build). docs/performance.md has its gain.
-build-pgo: deps
+## Regenerate link/portcullis.profdata.xz and link/symbol-order.txt: an instrumented build trained
+## on loopback traffic, then the release build (about 30 min; needs wrk and nginx:
+## ../shared/bench/setup.sh --no-build). docs/performance.md has its gain.
+pgo-profile: deps
 	@scripts/pgo.sh
 
 ## Build only the gateway binary (profile `demo`: opt-level 1, no dev-dependencies, the system's

@@ -11,6 +11,7 @@ missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)   # unpacks link/portcullis.profdata.xz (make build)
 if ! pkg-config --exists openssl 2>/dev/null; then missing+=(libssl-dev); fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
